@@ -1,0 +1,140 @@
+"""Atomic publish of a scoring run into the warehouse.
+
+Scoring writes parquet shards into `warehouse/recommendations/_staging/<run_id>/` without
+touching the database. Publishing is one short transaction: insert the shards into
+`recommendations`, insert the run's row into `recommendation_runs`, prune old runs, commit.
+`latest_recommendations` is a view over the newest run in `recommendation_runs`, so a reader sees
+either the previous run or the new one in full: never a partial run. A crash before the commit
+leaves the database as it was (DuckDB rolls the open transaction back on restart).
+
+DuckDB lets one process hold a file for writing while no other process has it open, so writers
+open late and close early, and both sides retry while the other holds the lock.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recs.warehouse import db_path, run_sql
+
+RECOMMENDATION_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("customer_id", pa.int64()),
+    ("rank", pa.int32()),
+    ("item_id", pa.int64()),
+    ("score", pa.float64()),
+    ("p_transaction", pa.float64()),
+    ("p_addtocart", pa.float64()),
+    ("p_view", pa.float64()),
+    ("source", pa.string()),
+    ("model_version", pa.string()),
+    ("generated_at", pa.timestamp("us")),
+])
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable run id: UTC time to the microsecond."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def staging_dir(warehouse_dir: str | Path, run_id: str) -> Path:
+    """Where a run's shards wait before publish."""
+    return Path(warehouse_dir) / "recommendations" / "_staging" / run_id
+
+
+def write_shard(table: pa.Table, warehouse_dir: str | Path, run_id: str, shard: int) -> Path:
+    """Write one shard of a run as parquet (temp name + rename, so a shard is whole or absent)."""
+    out_dir = staging_dir(warehouse_dir, run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = table.select(RECOMMENDATION_SCHEMA.names).cast(RECOMMENDATION_SCHEMA)
+    final = out_dir / f"part-{shard:05d}.parquet"
+    tmp = final.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(final)
+    return final
+
+
+def connect_with_retry(warehouse_dir: str | Path, read_only: bool = False, timeout_s: float = 120.0,
+                       poll_s: float = 0.2) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting while another process holds a conflicting lock."""
+    path = db_path(warehouse_dir)
+    if read_only and not path.exists():
+        raise FileNotFoundError(f"no warehouse at {path}: run `recs ingest` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(poll_s)
+
+
+def ensure_recommendation_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the output tables and the `latest_recommendations` view if missing."""
+    run_sql(con, "marts/recommendations")
+    run_sql(con, "marts/recommendation_runs")
+    con.execute((Path(__file__).resolve().parents[1] / "sql" / "marts" / "latest_recommendations.sql").read_text())
+
+
+def publish_run(warehouse_dir: str | Path, run_id: str, summary: dict, keep_runs: int = 3,
+                before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict:
+    """Make a staged run visible in one transaction; keep the newest `keep_runs` runs.
+
+    `summary` fills the run's row in `recommendation_runs` (model_version, n_customers,
+    share_fallback, duration_s, top_n, generated_at). Returns the row as published.
+    `before_commit` is a fault-injection point for tests of crash safety.
+    """
+    shards = staging_dir(warehouse_dir, run_id)
+    files = sorted(shards.glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"run {run_id} has no shards in {shards}")
+    row = {
+        "run_id": run_id,
+        "generated_at": summary.get("generated_at"),
+        "model_version": summary.get("model_version", ""),
+        "n_customers": int(summary.get("n_customers", 0)),
+        "n_rows": 0,
+        "share_fallback": float(summary.get("share_fallback", 0.0)),
+        "duration_s": float(summary.get("duration_s", 0.0)),
+        "top_n": int(summary.get("top_n", 0)),
+    }
+    con = connect_with_retry(warehouse_dir)
+    try:
+        ensure_recommendation_tables(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            # Re-publishing the same run id replaces it (idempotent re-runs of publish).
+            con.execute("DELETE FROM recommendations WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM recommendation_runs WHERE run_id = ?", [run_id])
+            con.execute("INSERT INTO recommendations SELECT * FROM read_parquet(?)",
+                        [[str(f) for f in files]])
+            row["n_rows"] = con.execute("SELECT count(*) FROM recommendations WHERE run_id = ?", [run_id]).fetchone()[0]
+            con.execute(
+                "INSERT INTO recommendation_runs VALUES ($run_id, now()::TIMESTAMP, $generated_at, $model_version,"
+                " $n_customers, $n_rows, $share_fallback, $duration_s, $top_n)", row)
+            stale = [r[0] for r in con.execute(
+                "SELECT run_id FROM recommendation_runs ORDER BY published_at DESC, run_id DESC OFFSET ?",
+                [keep_runs]).fetchall()]
+            if stale:
+                con.execute("DELETE FROM recommendations WHERE list_contains(?, run_id)", [stale])
+                con.execute("DELETE FROM recommendation_runs WHERE list_contains(?, run_id)", [stale])
+            if before_commit is not None:
+                before_commit(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+    shutil.rmtree(shards, ignore_errors=True)
+    return row
