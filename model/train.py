@@ -1,0 +1,295 @@
+"""A small, model-agnostic JAX trainer: Task/State split, Orbax checkpoints, resumable Grain data.
+
+A `TrainTask` says what to train (init, a pure loss, host-side validation and the metric that
+selects the best checkpoint); `fit` says how: AdamW with warmup + cosine decay and global-norm
+clipping, a jit-compiled step, per-step RNG by `fold_in(seed, step)`, periodic validation, and
+two Orbax CheckpointManagers under `<checkpoint_dir>/`:
+
+    latest/<step>/  state + Grain iterator state + meta   (resume after a kill)
+    best/<step>/    state + meta, best by the selection metric (what evaluation/scoring load)
+
+Because the data order and the per-step RNG are pure functions of (seed, step), a run killed at
+any point and resumed from `latest/` ends with the same parameters as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+Params = Any
+Batch = Any
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree, checkpointed whole)."""
+
+    step: jax.Array
+    params: Params
+    opt_state: Any
+
+
+@dataclass
+class TrainTask:
+    """What to train. `loss_fn(params, batch, rng) -> (loss, metrics)` must be pure and jit-able."""
+
+    name: str
+    init_fn: Callable[[jax.Array, Batch], Params]
+    loss_fn: Callable[[Params, Batch, jax.Array], tuple[jax.Array, dict]]
+    validate: Callable[[Params], dict[str, float]] | None = None
+    selection_metric: str = "loss"
+    selection_mode: str = "max"
+    trainable: Callable[[Params], Any] | None = None  # params -> pytree of bool (False = frozen)
+    init_params: Callable[[Params], Params] | None = None  # e.g. transplant retrieval tables
+    meta: dict = field(default_factory=dict)  # stored with every checkpoint (profile, vocab sizes)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and loop settings (a profile's TrainConfig maps onto this)."""
+
+    steps: int
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+
+
+def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None) -> optax.GradientTransformation:
+    """AdamW with linear warmup + cosine decay and global-norm clipping; frozen leaves get no update."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=max(1, min(cfg.warmup_steps, cfg.steps // 2)),
+        decay_steps=max(cfg.steps, 2), end_value=cfg.learning_rate * 0.05)
+    tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                     optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    if trainable_mask is not None:
+        frozen = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable_mask)
+        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, frozen)
+    return tx
+
+
+def make_train_step(task: TrainTask, tx: optax.GradientTransformation, seed: int):
+    """The jit-compiled step: grads of the task loss, one optimiser update, metrics."""
+    base_key = jax.random.PRNGKey(seed)
+
+    def step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(base_key, state.step)
+        (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(state.params, batch, rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return jax.jit(step_fn, donate_argnums=(0,))
+
+
+def checkpoint_managers(checkpoint_dir: str | Path, task: TrainTask) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
+    """(latest, best) managers; `best` keeps the single best checkpoint by the selection metric."""
+    root = Path(checkpoint_dir).resolve()
+    latest = ocp.CheckpointManager(root / "latest", options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, enable_async_checkpointing=False, create=True))
+    best = ocp.CheckpointManager(root / "best", options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, best_fn=lambda m: m[task.selection_metric], best_mode=task.selection_mode,
+        keep_checkpoints_without_metrics=False, enable_async_checkpointing=False, create=True))
+    return latest, best
+
+
+class FitResult(NamedTuple):
+    params: Params
+    step: int
+    history: list[dict]
+    best: dict | None
+    resumed_from: int
+    seconds: float
+    examples_per_s: float
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(float(x))
+
+
+def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Iterator[Batch]],
+        checkpoint_dir: str | Path, *, stop_after: int | None = None, progress: bool = True,
+        batch_size: int | None = None) -> FitResult:
+    """Train `task` for `cfg.steps` steps, resuming from `<checkpoint_dir>/latest` if present.
+
+    `loader_factory(start_step)` returns a Grain iterator positioned at `start_step` (its state
+    is also saved in each checkpoint and restored when the iterator supports it).
+    `stop_after` ends the call early after that many total steps (used to test resumption).
+    """
+    start_time = time.perf_counter()
+    latest_mgr, best_mgr = checkpoint_managers(checkpoint_dir, task)
+    iterator = loader_factory(0)
+    init_key = jax.random.PRNGKey(cfg.seed)
+    sample = _peek(loader_factory)
+    params = task.init_fn(init_key, sample)
+    if task.init_params is not None:
+        params = task.init_params(params)
+    mask = task.trainable(params) if task.trainable else None
+    tx = make_optimizer(cfg, mask)
+    state = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
+    resumed_from = 0
+    history: list[dict] = []
+    best_record: dict | None = None
+    if latest_mgr.latest_step() is not None:
+        step0 = latest_mgr.latest_step()
+        restored = _restore(latest_mgr, step0, state, iterator)
+        state, iterator = restored["state"], restored["iterator"]
+        meta = restored["meta"]
+        history, best_record = meta.get("history", []), meta.get("best")
+        resumed_from = int(state.step)
+        if not restored["iterator_restored"]:
+            iterator = loader_factory(resumed_from)
+    step_fn = make_train_step(task, tx, cfg.seed)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = _progress(task.name, resumed_from, cfg.steps, progress)
+    window_start, window_steps = time.perf_counter(), 0
+    examples = 0
+    step = resumed_from
+    last_metrics: dict = {}
+    while step < end:
+        batch = next(iterator)
+        state, metrics = step_fn(state, batch)
+        step += 1
+        window_steps += 1
+        examples += batch_size or 0
+        if step % cfg.log_every == 0 or step == end:
+            last_metrics = {k: float(v) for k, v in metrics.items()}
+            if not _finite(last_metrics["loss"]):
+                raise FloatingPointError(
+                    f"{task.name}: loss is {last_metrics['loss']} at step {step}; stopping. "
+                    f"Last good checkpoint: {latest_mgr.directory} step {latest_mgr.latest_step()}. "
+                    "Lower the learning rate or check the input data.")
+            rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+            bar.update(window_steps, last_metrics["loss"], rate * (batch_size or 0))
+            window_start, window_steps = time.perf_counter(), 0
+        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        if is_eval or step % cfg.checkpoint_every == 0 or step == end:
+            record = {"step": step, **{f"train_{k}": v for k, v in last_metrics.items()}}
+            if is_eval and task.validate is not None:
+                record.update(task.validate(state.params))
+                bar.write(f"{task.name} step {step}: " + " ".join(
+                    f"{k}={v:.4f}" for k, v in record.items() if k != "step"))
+            if is_eval:
+                history.append(record)
+                if task.validate is not None and (best_record is None or _better(
+                        record[task.selection_metric], best_record[task.selection_metric], task.selection_mode)):
+                    best_record = record
+            meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name)
+            _save(latest_mgr, step, state, iterator, meta)
+            if is_eval and task.validate is not None:
+                best_mgr.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state.params), meta=ocp.args.JsonSave(meta)),
+                    metrics={task.selection_metric: float(record[task.selection_metric])})
+                best_mgr.wait_until_finished()
+    bar.close()
+    seconds = time.perf_counter() - start_time
+    done = step - resumed_from
+    return FitResult(state.params, step, history, best_record, resumed_from, seconds,
+                     done * (batch_size or 0) / max(seconds, 1e-9))
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+def _peek(loader_factory: Callable[[int], Iterator[Batch]]) -> Batch:
+    """One batch for shapes at init (a fresh iterator, so the training iterator is untouched)."""
+    return next(loader_factory(0))
+
+
+def _save(mgr: ocp.CheckpointManager, step: int, state: TrainState, iterator: Any, meta: dict) -> None:
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    if hasattr(iterator, "get_state"):
+        import grain
+
+        items["data"] = grain.checkpoint.CheckpointSave(iterator)
+    mgr.save(step, args=ocp.args.Composite(**items), force=True)
+    mgr.wait_until_finished()
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int, state: TrainState, iterator: Any) -> dict:
+    items = {"state": ocp.args.StandardRestore(state), "meta": ocp.args.JsonRestore()}
+    has_data = (Path(mgr.directory) / str(step) / "data").exists() and hasattr(iterator, "set_state")
+    if has_data:
+        import grain
+
+        items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+    restored = mgr.restore(step, args=ocp.args.Composite(**items))
+    return {"state": restored["state"], "meta": restored["meta"], "iterator": iterator,
+            "iterator_restored": has_data}
+
+
+def load_best_params(checkpoint_dir: str | Path, abstract_params: Params | None = None) -> tuple[Params, dict]:
+    """Params and meta of the best checkpoint under `checkpoint_dir` (falls back to latest)."""
+    root = Path(checkpoint_dir).resolve()
+    for sub in ("best", "latest"):
+        mgr = ocp.CheckpointManager(root / sub)
+        step = mgr.latest_step() if sub == "latest" else (mgr.best_step() or mgr.latest_step())
+        if step is None:
+            continue
+        if sub == "best":
+            restored = mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+            return restored["state"], restored["meta"]
+        restored = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(),
+                                                              state=ocp.args.StandardRestore()))
+        return restored["state"]["params"], restored["meta"]
+    raise FileNotFoundError(f"no checkpoint under {root}: train the model first")
+
+
+class _Progress:
+    """A tqdm bar with loss and throughput, or nothing when disabled."""
+
+    def __init__(self, name: str, start: int, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=name, unit="step", file=sys.stderr,
+                            dynamic_ncols=True, mininterval=1.0)
+
+    def update(self, n: int, loss: float, examples_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{examples_per_s:,.0f}", refresh=False)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(name: str, start: int, total: int, enabled: bool) -> _Progress:
+    return _Progress(name, start, total, enabled)
+
+
+def save_json(path: str | Path, obj: dict) -> None:
+    """Small helper for run summaries next to checkpoints."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2, default=float))
+
+
+def tree_allclose(a: Params, b: Params, atol: float = 1e-6) -> bool:
+    """True when two pytrees have the same structure and numerically close leaves."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.allclose(np.asarray(x), np.asarray(y), atol=atol) for x, y in zip(la, lb))
