@@ -1,0 +1,403 @@
+"""Ingest: Retail Rocket CSVs -> warehouse tables (events, quarantine_events, categories,
+item_snapshots, items; ingest_runs is created here and appended by flows/ingest.py).
+
+events.csv is read as raw lines split on '\\n' only (numpy over the file's bytes, zero-copy into
+Arrow), so `line_number` is the true physical line whatever the line endings, quoting or blank
+lines. The lines are split and validated in SQL (sql/staging, sql/intermediate); a plainly clean
+file (the usual case) is instead parsed by Arrow's CSV reader into the same staging table, ~4x
+cheaper. Every data row ends up in exactly one of `events` / `quarantine_events`. The whole
+replacement runs in one transaction: a missing or garbled input leaves the previous tables
+untouched.
+"""
+from __future__ import annotations
+
+import gzip
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from recs.warehouse import run_sql
+
+EVENTS_HEADER = "timestamp,visitorid,event,itemid,transactionid"
+PROPERTIES_HEADER = "timestamp,itemid,property,value"
+CATEGORY_TREE_HEADER = "categoryid,parentid"
+PROPERTIES_STEMS = ("item_properties_part1", "item_properties_part2")
+EVENT_TYPES = ("view", "addtocart", "transaction")
+EVENT_COLUMNS = ("timestamp", "visitorid", "event", "itemid", "transactionid")
+EVENT_ARROW_TYPES = {
+    "timestamp": pa.int64(), "visitorid": pa.int64(), "event": pa.string(),
+    "itemid": pa.int64(), "transactionid": pa.string(),
+}
+# Bytes of a plainly clean events.csv body: digits, separators, '.' of "8693.0", line ends,
+# and the letters of view/addtocart/transaction (no '-', '+', space or 'x').
+PLAIN_EVENT_BYTES = bytes(sorted(set(b"0123456789,.\r\n" + b"".join(t.encode() for t in EVENT_TYPES))))
+# Every quarantine reason, in the order the checks run (the first failing one is recorded).
+QUARANTINE_REASONS = (
+    "wrong_column_count",
+    "bad_timestamp",
+    "bad_visitorid",
+    "bad_itemid",
+    "bad_transactionid",
+    "unknown_event",
+    "transaction_without_transactionid",
+    "transactionid_on_non_transaction",
+    "duplicate",
+    "nonpositive_id",
+    "timestamp_out_of_range",
+)
+MAX_CATEGORY_DEPTH = 64  # guard for the recursive walk of the category tree
+MS_PER_DAY = 86_400_000
+EVENT_LINES_VIEW = "stg_event_lines"  # the Arrow table stg_events_parsed.sql reads
+EVENT_ROWS_VIEW = "stg_event_rows"  # the one stg_events_parsed_typed.sql reads
+QUARANTINED_LINES_VIEW = "stg_quarantined_lines"  # the one int_quarantine_events.sql reads
+TEMP_TABLES = (
+    "stg_events_parsed",
+    "stg_item_properties",
+    "stg_category_tree",
+    "int_events_checked",
+    "int_item_category_snapshots",
+    "int_item_available_snapshots",
+    "int_item_states",
+)
+# The tables ingest_dir replaces (ingest_runs is only ever appended to).
+WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items")
+
+
+def find_input(data_dir: Path, stem: str) -> Path | None:
+    """`<stem>.csv` in data_dir, else `<stem>.csv.gz`, else None (plain wins when both exist)."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        path = data_dir / name
+        if path.is_file():
+            return path
+    return None
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """Whole content of a plain or gzip file; a corrupt gzip is a ValueError naming the file."""
+    try:
+        if path.name.endswith(".gz"):
+            with pa.input_stream(str(path), compression="gzip") as stream:
+                return stream.read()
+        return path.read_bytes()
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from exc
+
+
+def split_lines(data: bytes) -> pa.Table:
+    """Arrow table (line_number from 1, raw_line) of the physical lines of `data`.
+
+    Lines end at '\\n' only; raw_line keeps its terminator ('\\n' or '\\r\\n', stripped in SQL)
+    because contiguous Arrow offsets into the original buffer avoid copying ~100 MB. Trailing
+    blank (whitespace-only) lines are dropped: they are not data rows. Bytes that are not valid
+    UTF-8 are replaced by `\\xNN` escapes (a rare, slower path) so such lines still quarantine.
+    """
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("utf-8", errors="backslashreplace").encode("utf-8")
+    end = _end_of_content(data)  # 0 for an empty file: then one empty line (an empty header)
+    buffer = np.frombuffer(data, dtype=np.uint8, count=end)
+    line_ends = np.flatnonzero(buffer == 10) + 1  # position after each '\n'
+    offsets = np.empty(len(line_ends) + 2, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:-1] = line_ends
+    offsets[-1] = end
+    n_lines = len(offsets) - 1
+    raw_line = pa.LargeStringArray.from_buffers(n_lines, pa.py_buffer(offsets), pa.py_buffer(data))
+    # from_buffers rather than pa.array: the latter's first call costs ~1 s of lazy imports.
+    line_number = pa.Array.from_buffers(
+        pa.int64(), n_lines, [None, pa.py_buffer(np.arange(1, n_lines + 1, dtype=np.int64))]
+    )
+    return pa.table({"line_number": line_number, "raw_line": raw_line})
+
+
+def _end_of_content(data: bytes) -> int:
+    """Where the last non-blank line of `data` ends (before its '\n'): trailing blank or
+    whitespace-only lines are cut, the last line itself is kept whole. No copy of the buffer."""
+    end = len(data)
+    while end and data[end - 1] in b" \t\r\n":
+        end -= 1
+    if end == 0:
+        return 0
+    newline = data.find(b"\n", end)
+    return len(data) if newline == -1 else newline
+
+
+def parse_plainly_clean_events(data: bytes, n_data_rows: int) -> pa.Table | None:
+    """Typed rows of events.csv (line_number, the five columns) when the file is plainly clean.
+
+    Arrow's multi-threaded CSV reader is ~4x cheaper than splitting lines in SQL, but its
+    integer parsing is laxer than parse_bigint (it trims spaces, reads 0x hex), so it is used
+    only when the body holds nothing but digits , . CR LF and event-name letters, every line
+    has five fields and every id parses; its rows are then exactly the physical lines 2..n
+    (checked by count: a stray CR would split a line). Otherwise None: the SQL path decides.
+    """
+    body_start = data.find(b"\n") + 1
+    end = _end_of_content(data)
+    if body_start == 0 or body_start >= end:
+        return None
+    body = data[body_start:end]
+    if body.translate(None, PLAIN_EVENT_BYTES):
+        return None
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(body),
+            read_options=pacsv.ReadOptions(column_names=list(EVENT_COLUMNS)),
+            parse_options=pacsv.ParseOptions(
+                quote_char=False, escape_char=False, newlines_in_values=False, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=EVENT_ARROW_TYPES, null_values=[], strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != n_data_rows:
+        return None
+    line_number = pa.Array.from_buffers(
+        pa.int64(), table.num_rows, [None, pa.py_buffer(np.arange(2, table.num_rows + 2, dtype=np.int64))]
+    )
+    return table.add_column(0, "line_number", line_number)
+
+
+def first_line(path: Path) -> str:
+    """The header line of a plain or gzip CSV (BOM and line terminator removed)."""
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            line = fh.readline(4096)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from exc
+    return line.decode("utf-8", errors="replace").removeprefix("\ufeff").strip()
+
+
+def check_header(path: Path, header: str, expected: str) -> None:
+    """ValueError naming the file when its header is not exactly `expected`."""
+    if header.replace(" ", "") != expected:
+        shown = header[:80] if header else "(empty file)"
+        raise ValueError(f"{path}: not a Retail Rocket file: header is {shown!r}, expected {expected!r}")
+
+
+def locate_inputs(data_dir: Path) -> dict[str, Any]:
+    """Paths of events (required), item properties and the category tree (optional)."""
+    events = find_input(data_dir, "events")
+    if events is None:
+        where = data_dir if data_dir.is_dir() else f"{data_dir} (no such directory)"
+        raise FileNotFoundError(f"events.csv (or events.csv.gz) not found in {where}")
+    properties = [p for p in (find_input(data_dir, stem) for stem in PROPERTIES_STEMS) if p is not None]
+    return {"events": events, "item_properties": properties, "category_tree": find_input(data_dir, "category_tree")}
+
+
+def load_events(path: Path) -> tuple[pa.Table, pa.Table | None]:
+    """Physical lines of events.csv (header checked: ValueError when garbled) and, when the
+    file is plainly clean, its typed rows (see parse_plainly_clean_events)."""
+    data = read_file_bytes(path)
+    lines = split_lines(data)
+    header = lines.column("raw_line")[0].as_py()
+    check_header(path, header.removeprefix("\ufeff").strip(), EVENTS_HEADER)
+    return lines, parse_plainly_clean_events(data, lines.num_rows - 1)
+
+
+def stage_optional_inputs(con: duckdb.DuckDBPyConnection, inputs: dict[str, Any]) -> None:
+    """stg_item_properties and stg_category_tree (empty when their files are absent)."""
+    for path in inputs["item_properties"]:
+        check_header(path, first_line(path), PROPERTIES_HEADER)
+    tree = inputs["category_tree"]
+    if tree is not None:
+        check_header(tree, first_line(tree), CATEGORY_TREE_HEADER)
+    try:
+        if inputs["item_properties"]:
+            run_sql(con, "staging/stg_item_properties", paths=[str(p) for p in inputs["item_properties"]])
+        else:
+            run_sql(con, "staging/stg_item_properties_empty")
+    except duckdb.Error as exc:
+        names = ", ".join(str(p) for p in inputs["item_properties"])
+        raise ValueError(f"{names}: unreadable as CSV lines ({_first_line_of(exc)})") from exc
+    try:
+        if tree is not None:
+            run_sql(con, "staging/stg_category_tree", path=str(tree))
+        else:
+            run_sql(con, "staging/stg_category_tree_empty")
+    except duckdb.Error as exc:
+        raise ValueError(f"{tree}: unreadable as CSV ({_first_line_of(exc)})") from exc
+
+
+def _first_line_of(exc: BaseException) -> str:
+    """First line of an exception message (DuckDB's run to many lines)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def build_tables(
+    con: duckdb.DuckDBPyConnection, lines: pa.Table, rows: pa.Table | None, plausible_window_days: int
+) -> None:
+    """All staging, intermediate and warehouse tables, in dependency order.
+
+    `lines` are the physical lines of events.csv; `rows` its typed rows when it is plainly
+    clean (parse_plainly_clean_events), else None and the lines are parsed in SQL.
+    """
+    if rows is not None:
+        con.register(EVENT_ROWS_VIEW, rows)
+        try:
+            run_sql(con, "staging/stg_events_parsed_typed")
+        finally:
+            con.unregister(EVENT_ROWS_VIEW)
+    else:
+        con.register(EVENT_LINES_VIEW, lines)
+        try:
+            run_sql(con, "staging/stg_events_parsed")
+        finally:
+            con.unregister(EVENT_LINES_VIEW)
+    run_sql(con, "intermediate/int_events_checked", window_ms=plausible_window_days * MS_PER_DAY)
+    con.register(QUARANTINED_LINES_VIEW, quarantined_lines(con, lines))
+    try:
+        run_sql(con, "intermediate/int_quarantine_events")
+    finally:
+        con.unregister(QUARANTINED_LINES_VIEW)
+    run_sql(con, "intermediate/int_item_category_snapshots")
+    run_sql(con, "intermediate/int_item_available_snapshots")
+    run_sql(con, "intermediate/int_categories", max_depth=MAX_CATEGORY_DEPTH)
+    run_sql(con, "intermediate/int_item_snapshots")
+    run_sql(con, "intermediate/int_item_states")
+    if _scalar(con, "SELECT count(*) FROM int_item_states"):
+        run_sql(con, "intermediate/int_events_asof")
+    else:
+        run_sql(con, "intermediate/int_events_without_properties")
+    run_sql(con, "intermediate/int_items")
+    run_sql(con, "intermediate/int_ingest_runs")
+
+
+def quarantined_lines(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> pa.Table:
+    """(line_number, raw_line) of the rows int_events_checked rejected, taken from `lines`.
+
+    Only these few rows need their raw text, so it is not dragged through the SQL stages.
+    """
+    line_numbers = con.execute(
+        "SELECT line_number FROM int_events_checked WHERE reason IS NOT NULL ORDER BY line_number"
+    ).fetchnumpy()["line_number"]
+    return lines.take(pa.Array.from_buffers(
+        pa.int64(), len(line_numbers), [None, pa.py_buffer(np.ascontiguousarray(line_numbers, dtype=np.int64) - 1)]
+    ))
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    """First column of the first row of a query."""
+    return con.execute(sql).fetchone()[0]
+
+
+def summarize(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Row counts of the freshly built tables (before the staging tables are dropped)."""
+    by_reason = dict(con.execute("SELECT reason, count(*) FROM quarantine_events GROUP BY reason").fetchall())
+    by_type = dict(con.execute("SELECT event, count(*) FROM events GROUP BY event").fetchall())
+    rows_loaded = _scalar(con, "SELECT count(*) FROM events")
+    rows_quarantined = _scalar(con, "SELECT count(*) FROM quarantine_events")
+    return {
+        "rows_read": _scalar(con, "SELECT count(*) FROM stg_events_parsed"),
+        "rows_loaded": rows_loaded,
+        "rows_quarantined": rows_quarantined,
+        "quarantine_by_reason": {r: int(by_reason.get(r, 0)) for r in QUARANTINE_REASONS},
+        "events_by_type": {t: int(by_type.get(t, 0)) for t in EVENT_TYPES},
+        "median_timestamp": _scalar(
+            con, "SELECT quantile_disc(\"timestamp\", 0.5) FROM stg_events_parsed WHERE malformed_reason IS NULL"
+        ),
+        "n_visitors": _scalar(con, "SELECT count(DISTINCT visitorid) FROM events"),
+        "n_items": _scalar(con, "SELECT count(*) FROM items"),
+        "n_categories": _scalar(con, "SELECT count(*) FROM categories"),
+        "n_item_snapshots": _scalar(con, "SELECT count(*) FROM item_snapshots"),
+        "property_rows_used": _scalar(con, "SELECT count(*) FILTER (WHERE usable) FROM stg_item_properties"),
+        "property_rows_skipped": _scalar(con, "SELECT count(*) FILTER (WHERE NOT usable) FROM stg_item_properties"),
+        "category_rows_skipped": _scalar(con, "SELECT count(*) FILTER (WHERE NOT usable) FROM stg_category_tree"),
+    }
+
+
+def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_window_days: int = 365) -> dict:
+    """Load a Retail Rocket CSV directory into the warehouse open on `con` (full rebuild).
+
+    Returns a report: rows_read / rows_loaded / rows_quarantined (read = loaded + quarantined),
+    quarantine_by_reason, events_by_type, n_items, n_categories, ..., seconds.
+    Raises FileNotFoundError when events.csv(.gz) is missing and ValueError when a file is
+    garbled (wrong header, corrupt gzip); in both cases the previous tables stay as they were.
+    """
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    data_dir = Path(data_dir)
+    if plausible_window_days <= 0:
+        raise ValueError(f"plausible_window_days must be positive, got {plausible_window_days}")
+    inputs = locate_inputs(data_dir)
+    lines, rows = load_events(inputs["events"])
+    # Nothing here relies on insertion order (every consumer orders explicitly); letting
+    # DuckDB reorder saves ~10% CPU on the big CREATE TABLE AS statements.
+    preserve_order = _scalar(con, "SELECT current_setting('preserve_insertion_order')")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        run_sql(con, "staging/stg_parse_bigint_macro")
+        stage_optional_inputs(con, inputs)
+        build_tables(con, lines, rows, plausible_window_days)
+        counts = summarize(con)
+        if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
+            raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
+                               f"{counts['rows_loaded']} loaded + {counts['rows_quarantined']} quarantined")
+        for name in TEMP_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute(f"SET preserve_insertion_order = {bool(preserve_order)}")
+    files = {
+        "events": inputs["events"].name,
+        "item_properties": [p.name for p in inputs["item_properties"]],
+        "category_tree": inputs["category_tree"].name if inputs["category_tree"] else None,
+    }
+    return {
+        "data_dir": str(data_dir),
+        "files": files,
+        "started_at": started_at.isoformat(),
+        "plausible_window_days": plausible_window_days,
+        "parse_path": "arrow" if rows is not None else "sql",
+        **counts,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def record_ingest_run(con: duckdb.DuckDBPyConnection, report: dict, run_id: str) -> None:
+    """Append one ingest_runs row for a committed ingest report."""
+    run_sql(con, "intermediate/int_ingest_runs")
+    run_sql(
+        con,
+        "intermediate/int_ingest_runs_insert",
+        run_id=run_id,
+        started_at=datetime.fromisoformat(report["started_at"]),
+        rows_read=report["rows_read"],
+        rows_loaded=report["rows_loaded"],
+        rows_quarantined=report["rows_quarantined"],
+    )
+
+
+def report_markdown(report: dict) -> str:
+    """A short markdown summary of an ingest report (for the Prefect artifact)."""
+    lines = [
+        f"# Ingest of `{report['data_dir']}`",
+        "",
+        "| rows read | loaded | quarantined | items | categories | seconds |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {report['rows_read']:,} | {report['rows_loaded']:,} | {report['rows_quarantined']:,} "
+        f"| {report['n_items']:,} | {report['n_categories']:,} | {report['seconds']} |",
+        "",
+        "| event | rows |",
+        "|---|---:|",
+        *(f"| {t} | {n:,} |" for t, n in report["events_by_type"].items()),
+        "",
+        "| quarantine reason | rows |",
+        "|---|---:|",
+        *(f"| {r} | {n:,} |" for r, n in report["quarantine_by_reason"].items() if n),
+    ]
+    return "\n".join(lines) + "\n"

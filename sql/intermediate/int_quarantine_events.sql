@@ -1,0 +1,19 @@
+-- quarantine_events. Grain: one rejected data row of events.csv, by physical line_number
+-- (the header is line 1). Time column: "timestamp" (ms, NULL when it does not parse).
+-- raw_line is the line's text without its terminator, from the Arrow table
+-- `stg_quarantined_lines` that recs.ingest registers (the raw lines of exactly these rows);
+-- parsed columns are filled where they parse (all NULL for wrong_column_count).
+CREATE OR REPLACE TABLE quarantine_events AS
+SELECT
+    c.line_number,
+    rtrim(q.raw_line, E'\r\n') AS raw_line,
+    c."timestamp",
+    c.visitorid,
+    c.event,
+    c.itemid,
+    c.transactionid,
+    c.reason
+FROM int_events_checked AS c
+JOIN stg_quarantined_lines AS q ON c.line_number = q.line_number
+WHERE c.reason IS NOT NULL
+ORDER BY c.line_number

@@ -1,0 +1,360 @@
+"""Ingest: hand-written CSVs in tests/fixtures/ingest/ in, exact warehouse rows out."""
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from recs.ingest import QUARANTINE_REASONS, WAREHOUSE_TABLES, ingest_dir
+from recs.warehouse import connect
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+T0 = 1_433_000_000_000  # ms; fixture times are T0 + a few seconds
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    """All rows of a query."""
+    return con.execute(sql).fetchall()
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    """Every warehouse table's rows in a canonical order."""
+    return {t: rows(con, f"SELECT * FROM {t} ORDER BY ALL") for t in WAREHOUSE_TABLES}
+
+
+def ingest_fresh(warehouse: Path, data_dir: Path, **kwargs) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    """Open a warehouse and ingest one directory into it."""
+    con = connect(warehouse)
+    return con, ingest_dir(con, data_dir, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def bad_rows(tmp_path_factory) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    """The warehouse after ingesting bad_rows/events.csv (one line per quarantine class)."""
+    con, report = ingest_fresh(tmp_path_factory.mktemp("bad_rows"), FIXTURES / "bad_rows")
+    yield con, report
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def asof(tmp_path_factory) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    """The warehouse after ingesting asof/ (events, both property parts and a category tree)."""
+    con, report = ingest_fresh(tmp_path_factory.mktemp("asof"), FIXTURES / "asof")
+    yield con, report
+    con.close()
+
+
+# (physical line, reason, raw line) of every rejected line of bad_rows/events.csv.
+BAD_ROWS = [
+    (3, "wrong_column_count", "1433000001000,1,view,10"),
+    (4, "wrong_column_count", "1433000002000,1,view,10,,"),
+    (5, "wrong_column_count", ""),  # a blank line inside the file is a (malformed) data row
+    (6, "bad_timestamp", "2015-06-01,2,view,10,"),
+    (21, "bad_timestamp", "x,0,click,12,"),  # also visitor 0 and unknown event: first check wins
+    (7, "bad_visitorid", "1433000003000,abc,view,10,"),
+    (8, "bad_itemid", "1433000004000,2,view,1.5,"),
+    (9, "bad_transactionid", "1433000005000,2,transaction,10,12.5"),  # non-integral
+    (10, "bad_transactionid", "1433000006000,2,transaction,10,99999999999999999999"),  # overflow
+    (11, "unknown_event", "1433000007000,2,click,10,"),
+    (22, "unknown_event", "1433000014000,5,click,13,5"),  # not transactionid_on_non_transaction
+    (12, "transaction_without_transactionid", "1433000008000,3,transaction,11,"),
+    (13, "transactionid_on_non_transaction", "1433000009000,3,view,11,77"),
+    (15, "duplicate", "1433000000000,1,view,10,"),  # of line 2
+    (16, "duplicate", "1433000010000,3,transaction,11,8693"),  # of line 14's 8693.0
+    (17, "nonpositive_id", "1433000011000,0,view,12,"),
+    (18, "nonpositive_id", "1433000012000,4,view,-5,"),
+    (19, "nonpositive_id", "1433000013000,4,transaction,12,0"),
+    (20, "timestamp_out_of_range", "1000,4,view,12,"),
+]
+
+
+@pytest.mark.parametrize("reason", QUARANTINE_REASONS)
+def test_each_bad_row_class_is_quarantined_with_its_line(bad_rows, reason):
+    con, _ = bad_rows
+    expected = sorted((line, raw) for line, r, raw in BAD_ROWS if r == reason)
+    assert expected, f"fixture lacks a {reason} row"
+    got = rows(con, f"SELECT line_number, raw_line FROM quarantine_events WHERE reason = '{reason}' ORDER BY 1")
+    assert got == expected
+
+
+def test_bad_rows_counts_add_up_and_clean_rows_load(bad_rows):
+    con, report = bad_rows
+    # Lines 2..24 are data rows; the two trailing blank lines are not.
+    assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (23, 4, 19)
+    assert report["parse_path"] == "sql"
+    assert report["quarantine_by_reason"] == {
+        "wrong_column_count": 3, "bad_timestamp": 2, "bad_visitorid": 1, "bad_itemid": 1,
+        "bad_transactionid": 2, "unknown_event": 2, "transaction_without_transactionid": 1,
+        "transactionid_on_non_transaction": 1, "duplicate": 2, "nonpositive_id": 3,
+        "timestamp_out_of_range": 1,
+    }
+    assert rows(con, "SELECT line_number FROM quarantine_events ORDER BY 1") == [
+        (n,) for n in sorted(line for line, _, _ in BAD_ROWS)
+    ]
+    # The first occurrences of the duplicates load; "8693.0" is the integral transactionid 8693.
+    assert rows(con, 'SELECT "timestamp", visitorid, event, itemid, transactionid FROM events ORDER BY 1') == [
+        (T0, 1, "view", 10, None),
+        (T0 + 10_000, 3, "transaction", 11, 8693),
+        (T0 + 15_000, 4, "addtocart", 12, None),
+        (T0 + 16_000, 5, "view", 13, None),
+    ]
+
+
+def test_quarantine_keeps_the_fields_that_parse(bad_rows):
+    con, _ = bad_rows
+    parsed = 'SELECT "timestamp", visitorid, event, itemid, transactionid FROM quarantine_events WHERE line_number = '
+    assert rows(con, parsed + "4") == [(None, None, None, None, None)]  # wrong column count
+    assert rows(con, parsed + "7") == [(T0 + 3_000, None, "view", 10, None)]  # bad visitorid
+    assert rows(con, parsed + "13") == [(T0 + 9_000, 3, "view", 11, 77)]
+
+
+def test_events_schema_matches_the_data_contract(asof):
+    con, _ = asof
+    assert rows(con, "SELECT column_name, data_type FROM information_schema.columns "
+                     "WHERE table_name = 'events' ORDER BY ordinal_position") == [
+        ("timestamp", "BIGINT"), ("visitorid", "BIGINT"), ("event", "VARCHAR"), ("itemid", "BIGINT"),
+        ("transactionid", "BIGINT"), ("event_time", "TIMESTAMP"), ("categoryid", "BIGINT"),
+        ("available", "TINYINT"), ("root_categoryid", "BIGINT"),
+    ]
+
+
+def test_asof_join_gives_category_and_availability_as_of_each_event(asof):
+    con, report = asof
+    assert report["parse_path"] == "arrow"
+    # Item 100: categoryid 3 at +10 s, 5 at +30 s; available 0 at +20 s, 1 at +40 s.
+    assert rows(con, 'SELECT "timestamp" - 1433000000000, itemid, categoryid, root_categoryid, available '
+                     'FROM events ORDER BY 1, 2') == [
+        (5_000, 100, 3, 1, 0),  # before both first records: the first ones
+        (10_000, 100, 3, 1, 0),  # exactly at the category record, before the first availability
+        (25_000, 100, 3, 1, 0),  # between
+        (35_000, 100, 5, 4, 0),  # after the category change, before the availability change
+        (45_000, 100, 5, 4, 1),  # after both
+        (50_000, 200, 0, 0, 1),  # never recorded: unknown category, available
+        (50_000, 300, 0, 0, 0),  # only availability recorded
+        (60_000, 400, 9, 9, 1),  # category the tree does not know: its own root
+        (70_000, 500, 0, 0, 1),  # only unusable records ("abc", available 2)
+    ]
+    assert rows(con, "SELECT event_time FROM events WHERE itemid = 400")[0][0].isoformat() == "2015-05-30T15:34:20"
+
+
+def test_item_snapshots_carry_each_property_forward(asof):
+    con, report = asof
+    assert rows(con, 'SELECT itemid, "timestamp" - 1433000000000, categoryid, available FROM item_snapshots ORDER BY 1, 2') == [
+        (100, 10_000, 3, 0), (100, 20_000, 3, 0), (100, 30_000, 5, 0), (100, 40_000, 5, 1),
+        (300, 0, 0, 0), (400, 0, 9, 1),
+    ]
+    assert (report["property_rows_used"], report["property_rows_skipped"]) == (7, 2)
+
+
+def test_root_category_through_a_three_level_tree(asof):
+    con, report = asof
+    assert rows(con, "SELECT categoryid, parentid, root_categoryid, depth FROM categories ORDER BY 1") == [
+        (1, None, 1, 0), (2, 1, 1, 1), (3, 2, 1, 2),  # three levels: 3 -> 2 -> 1
+        (4, None, 4, 0), (5, 4, 4, 1),
+        (6, 99, 99, 1),  # parent missing from the file: an implicit root
+        (7, 8, 7, None), (8, 7, 8, None),  # a parent cycle never reaches a root
+        (9, None, 9, 0),  # used by item_properties, absent from the tree
+        (99, None, 99, 0),
+    ]
+    assert report["n_categories"] == 10
+
+
+def test_items_hold_latest_state_and_counts(asof):
+    con, report = asof
+    assert rows(con, "SELECT * FROM items ORDER BY itemid") == [
+        (100, 5, 4, 1, 5, 3, 1, 1, T0 + 45_000),
+        (200, 0, 0, 1, 1, 1, 0, 0, T0 + 50_000),
+        (300, 0, 0, 0, 1, 1, 0, 0, T0 + 50_000),
+        (400, 9, 9, 1, 1, 1, 0, 0, T0 + 60_000),
+        (500, 0, 0, 1, 1, 1, 0, 0, T0 + 70_000),
+    ]
+    assert report["n_items"] == 5
+
+
+def test_without_properties_or_tree_every_item_is_unknown_and_available(tmp_path):
+    con, report = ingest_fresh(tmp_path, FIXTURES / "events_only")
+    assert rows(con, 'SELECT "timestamp" - 1433000000000, event, itemid, transactionid, categoryid, '
+                     "root_categoryid, available FROM events ORDER BY 1") == [
+        (0, "view", 10, None, 0, 0, 1),
+        (1_000, "addtocart", 10, None, 0, 0, 1),
+        (2_000, "transaction", 10, 7, 0, 0, 1),
+        (3_000, "view", 11, None, 0, 0, 1),
+        (4_000, "view", 10, None, 0, 0, 1),
+    ]
+    assert rows(con, "SELECT count(*) FROM categories")[0][0] == 0
+    assert rows(con, "SELECT count(*) FROM item_snapshots")[0][0] == 0
+    assert rows(con, "SELECT * FROM items ORDER BY 1") == [
+        (10, 0, 0, 1, 4, 2, 1, 1, T0 + 4_000),
+        (11, 0, 0, 1, 1, 1, 0, 0, T0 + 3_000),
+    ]
+    assert report["files"] == {"events": "events.csv", "item_properties": [], "category_tree": None}
+    con.close()
+
+
+def test_gzip_and_crlf_inputs_give_the_same_tables(tmp_path, asof):
+    con, _ = asof
+    gz_dir = tmp_path / "gz"
+    gz_dir.mkdir()
+    for path in (FIXTURES / "asof").iterdir():
+        crlf = path.read_bytes().replace(b"\n", b"\r\n")
+        (gz_dir / f"{path.name}.gz").write_bytes(gzip.compress(crlf))
+    gz_con, report = ingest_fresh(tmp_path / "warehouse", gz_dir)
+    assert report["files"] == {
+        "events": "events.csv.gz",
+        "item_properties": ["item_properties_part1.csv.gz", "item_properties_part2.csv.gz"],
+        "category_tree": "category_tree.csv.gz",
+    }
+    assert tables(gz_con) == tables(con)
+    gz_con.close()
+
+
+def test_odd_bytes_keep_physical_line_numbers(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.csv").write_bytes(
+        b"\xef\xbb\xbftimestamp,visitorid,event,itemid,transactionid\r\n"  # BOM, CRLF
+        b"1433000000000,1,view,10,\r\n"
+        b"1433000001000,\xff\xfe,view,10,\n"  # not UTF-8
+        b"1433000002000,1,view,11,\r1433000003000,1,view,12,\n"  # a lone CR is not a line end
+        b"\"1433000004000\",1,view,10,\n"  # no quoting rules
+        b"1433000005000,2,view,10,  \n"  # trailing spaces in the last field
+        b"1433000006000,2,view,11,\n \r\n\t\n"
+    )
+    con, report = ingest_fresh(tmp_path / "warehouse", data)
+    assert (report["rows_read"], report["rows_loaded"], report["parse_path"]) == (6, 2, "sql")
+    assert rows(con, "SELECT line_number, raw_line, reason FROM quarantine_events ORDER BY 1") == [
+        (3, "1433000001000,\\xff\\xfe,view,10,", "bad_visitorid"),
+        (4, "1433000002000,1,view,11,\r1433000003000,1,view,12,", "wrong_column_count"),
+        (5, '"1433000004000",1,view,10,', "bad_timestamp"),
+        (6, "1433000005000,2,view,10,  ", "bad_transactionid"),
+    ]
+    assert rows(con, 'SELECT "timestamp", itemid FROM events ORDER BY 1') == [(T0, 10), (T0 + 6_000, 11)]
+    con.close()
+
+
+def test_header_only_file_loads_nothing(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.csv").write_text("timestamp,visitorid,event,itemid,transactionid\n\n")
+    con, report = ingest_fresh(tmp_path / "warehouse", data)
+    assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"], report["n_items"]) == (0, 0, 0, 0)
+    con.close()
+
+
+def test_ingesting_twice_gives_identical_tables(tmp_path):
+    con, first_report = ingest_fresh(tmp_path, FIXTURES / "asof")
+    first = tables(con)
+    second_report = ingest_dir(con, FIXTURES / "asof")
+    assert tables(con) == first
+    assert second_report["rows_loaded"] == first_report["rows_loaded"] == 9
+    con.close()
+
+
+def test_appended_rows_load_on_the_next_run(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "events_only", data)
+    con, report = ingest_fresh(tmp_path / "warehouse", data)
+    before = rows(con, "SELECT * FROM events ORDER BY ALL")
+    with open(data / "events.csv", "a") as fh:
+        fh.write("1433000005000,3,view,12,\n1433000006000,3,view\n")
+    report = ingest_dir(con, data)
+    # The malformed line sends the file down the SQL parsing path; the clean rows must not change.
+    assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (7, 6, 1)
+    assert report["parse_path"] == "sql"
+    assert rows(con, "SELECT * FROM events WHERE itemid <> 12 ORDER BY ALL") == before
+    assert rows(con, 'SELECT "timestamp", visitorid, itemid FROM events WHERE itemid = 12') == [(T0 + 5_000, 3, 12)]
+    assert rows(con, "SELECT line_number, raw_line, reason FROM quarantine_events") == [
+        (8, "1433000006000,3,view", "wrong_column_count")
+    ]
+    con.close()
+
+
+def test_missing_events_file_fails_clearly_and_keeps_previous_tables(tmp_path):
+    con, _ = ingest_fresh(tmp_path / "warehouse", FIXTURES / "asof")
+    before = tables(con)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "category_tree.csv").write_text("categoryid,parentid\n1,\n")
+    with pytest.raises(FileNotFoundError) as excinfo:
+        ingest_dir(con, empty)
+    message = str(excinfo.value)
+    assert "events.csv" in message and str(empty) in message and "\n" not in message
+    assert tables(con) == before
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content"),
+    [
+        ("events.csv", b"time,visitor,event,item\n1,2,view,3\n"),
+        ("events.csv", b""),
+        ("events.csv.gz", b"this is not gzip data"),
+        ("item_properties_part1.csv", b"timestamp,itemid,value\n1,2,3\n"),
+        ("category_tree.csv", b"categoryid\n1\n"),
+    ],
+)
+def test_garbled_file_fails_naming_it_and_keeps_previous_tables(tmp_path, file_name, content):
+    con, _ = ingest_fresh(tmp_path / "warehouse", FIXTURES / "asof")
+    before = tables(con)
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "asof", data)
+    if file_name == "events.csv.gz":
+        (data / "events.csv").unlink()
+    (data / file_name).write_bytes(content)
+    with pytest.raises(ValueError, match=file_name.replace(".", r"\.")):
+        ingest_dir(con, data)
+    assert tables(con) == before
+    con.close()
+
+
+def test_real_retailrocket_sample_parses(tmp_path, shared_data):
+    sample = shared_data / "retailrocket-sample"
+    if not (sample / "events.csv").exists():
+        pytest.skip(f"no real Retail Rocket sample at {sample}")
+    con, report = ingest_fresh(tmp_path, sample)
+    assert report["rows_read"] == 9_385
+    read_by_type = rows(con, "SELECT event, count(*) FROM (SELECT event FROM events UNION ALL "
+                             "SELECT event FROM quarantine_events) GROUP BY event ORDER BY event")
+    assert read_by_type == [("addtocart", 263), ("transaction", 46), ("view", 9_076)]
+    # The genuine file repeats three rows exactly (one view, two add-to-carts); nothing else fails.
+    assert report["quarantine_by_reason"]["duplicate"] == 3
+    assert (report["rows_loaded"], report["rows_quarantined"]) == (9_382, 3)
+    # Its transactionids are written as floats ("8693.0").
+    assert rows(con, "SELECT count(*), min(transactionid) > 0 FROM events WHERE event = 'transaction'") == [(46, True)]
+    assert rows(con, "SELECT transactionid FROM events WHERE visitorid = 1207981 AND event = 'transaction'") == [(8693,)]
+    # 1,669 categories in the tree; the warehouse reserves categoryid 0 for "unknown".
+    assert report["n_categories"] == 1_668 and report["category_rows_skipped"] == 1
+    assert rows(con, "SELECT max(depth), count(*) FILTER (WHERE depth IS NULL) FROM categories") == [(5, 0)]
+    con.close()
+
+
+def warehouse_rows(warehouse: Path, sql: str) -> list[tuple]:
+    """Rows of a query on a closed warehouse, read through a short-lived read-only connection
+    (none stays in the caller's frame, which Prefect's stored failure state would keep alive)."""
+    con = connect(warehouse, read_only=True)
+    try:
+        return rows(con, sql)
+    finally:
+        con.close()
+
+
+def test_ingest_flow_records_the_run(prefect_harness, tmp_path, capsys):
+    from flows.ingest import ingest
+    from recs.cli import main
+
+    warehouse = tmp_path / "warehouse"
+    report = ingest(data_dir=str(FIXTURES / "bad_rows"), warehouse_dir=str(warehouse))
+    assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (23, 4, 19)
+    assert warehouse_rows(warehouse, "SELECT run_id, rows_read, rows_loaded, rows_quarantined FROM ingest_runs") == [
+        (report["run_id"], 23, 4, 19)
+    ]
+    # A missing events.csv through the CLI: one error line, exit code 2, tables untouched.
+    assert main(["ingest", "--data", str(tmp_path / "nowhere"), "--warehouse", str(warehouse)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"recs ingest: error: events.csv (or events.csv.gz) not found in {tmp_path / 'nowhere'} (no such directory)"
+    )
+    assert warehouse_rows(warehouse, "SELECT count(*) FROM events") == [(4,)]
+    assert warehouse_rows(warehouse, "SELECT count(*) FROM ingest_runs") == [(1,)]
