@@ -1,0 +1,172 @@
+"""Two-tower retrieval: a causal transformer user tower and an MLP item tower.
+
+User tower: [customer | history] through the transformer with the causal mask, a projection to
+retrieval_dim, L2-normalised; the vector at history position t is the customer's state after
+step t and is trained to retrieve step t + 1. Item tower: hashed item + category + root
+embeddings -> MLP -> L2-normalised. Both towers share the input embedding tables.
+
+Training: sampled softmax over in-batch targets plus popularity-sampled negatives, logQ
+corrected, with a learned, clipped temperature (see `model.losses.sampled_softmax_loss`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from model.batch import History, Items, RetrievalBatch
+from model.config import ModelConfig
+from model.embeddings import InputEmbedder
+from model.losses import l2_normalize, sampled_softmax_loss
+from model.mask import attention_mask, token_positions
+from model.transformer import Dense, Transformer
+
+# The learned temperature is clipped to this range (log-parameterised, so always positive).
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.01, 1.0
+
+
+class RetrievalModel(NamedTuple):
+    """Pure functions of the retrieval model (all jit-able; batches are pytrees).
+
+    init(rng, batch: RetrievalBatch) -> params
+    user_vectors(params, history: History [B, L]) -> [B, L, D] unit vectors, state after each step
+    serving_user_vector(params, history) -> [B, D], state after the most recent step (index -1);
+        a customer with an empty history gets a vector from the customer token alone
+    item_vectors(params, items: Items [...]) -> [..., D] unit vectors (zero for padding, id 0)
+    loss(params, batch, negatives: Items [N], negative_logq [N], target_logq [B, L] | None)
+        -> (scalar loss, metrics dict); logq = log probability of being sampled (None = 0)
+    temperature(params) -> scalar
+    """
+
+    init: Callable[..., hk.Params]
+    user_vectors: Callable[..., jax.Array]
+    serving_user_vector: Callable[..., jax.Array]
+    item_vectors: Callable[..., jax.Array]
+    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    temperature: Callable[..., jax.Array]
+
+
+class ItemTower(hk.Module):
+    """Item features [..., F] -> [..., retrieval_dim] unit vectors (2-layer MLP)."""
+
+    def __init__(self, config: ModelConfig, name: str = "item_tower"):
+        super().__init__(name=name)
+        dtype = jnp.dtype(config.compute_dtype)
+        self.hidden = Dense(int(config.widening_factor * config.emb_dim), use_bias=True, compute_dtype=dtype,
+                            name="hidden")
+        self.output = Dense(config.retrieval_dim, use_bias=True, name="output")  # float32 head
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        return l2_normalize(self.output(jax.nn.gelu(self.hidden(features)).astype(jnp.float32)))
+
+
+class LearnedTemperature(hk.Module):
+    """exp(clip(log_temperature)); the clip bounds how sharp / flat the softmax can get."""
+
+    def __init__(self, init_value: float, name: str = "temperature"):
+        super().__init__(name=name)
+        self.init_value = init_value
+
+    def __call__(self) -> jax.Array:
+        log_t = hk.get_parameter("log_temperature", [], jnp.float32,
+                                 init=hk.initializers.Constant(math.log(self.init_value)))
+        return jnp.exp(jnp.clip(log_t, math.log(TEMPERATURE_MIN), math.log(TEMPERATURE_MAX)))
+
+
+def select_targets(target_valid: jax.Array, max_targets: int | None) -> jax.Array | None:
+    """Flat indices [K] (into B * L) of the target positions to train; None = all positions.
+
+    Valid targets come first, the newest step of every row, then the step before, ... so a
+    capped selection spans all customers of the batch and drops the oldest targets first.
+    """
+    target_valid = jnp.asarray(target_valid)  # numpy constants would not index with tracers
+    batch, length = target_valid.shape
+    if max_targets is None or max_targets >= batch * length:
+        return None
+    steps_back = jnp.arange(length)[:, None]
+    newest_first = (jnp.arange(batch)[None, :] * length + (length - 1 - steps_back)).reshape(-1)
+    order = jnp.argsort(~target_valid.reshape(-1)[newest_first], stable=True)
+    return newest_first[order[:max_targets]]
+
+
+def _flat_items(items: Items) -> Items:
+    return Items(*(jnp.asarray(x).reshape(-1) for x in items))
+
+
+def _flat_logq(logq: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
+    """Flattened float32 log sampling probabilities; None = 0 (no correction)."""
+    return jnp.zeros(shape, jnp.float32) if logq is None else jnp.asarray(logq, jnp.float32).reshape(shape)
+
+
+def make_retrieval_model(config: ModelConfig, *, temperature_init: float = 0.05,
+                         max_targets: int | None = None) -> RetrievalModel:
+    """Build the retrieval model's pure functions (see `RetrievalModel`).
+
+    max_targets: train at most this many target positions per batch (`select_targets`); they are
+    also the in-batch negatives, so the loss costs max_targets * (max_targets + N) logits
+    instead of (B * L) * (B * L + N). None = all positions.
+    """
+    if not TEMPERATURE_MIN <= temperature_init <= TEMPERATURE_MAX:
+        raise ValueError(f"temperature_init must be in [{TEMPERATURE_MIN}, {TEMPERATURE_MAX}]")
+
+    def build():
+        embedder = InputEmbedder(config)
+        transformer = Transformer.from_config(config)
+        user_projection = Dense(config.retrieval_dim, use_bias=True, name="user_projection")  # float32 head
+        item_tower = ItemTower(config)
+        temperature = LearnedTemperature(temperature_init)
+
+        def user_vectors(history: History) -> jax.Array:
+            tokens = jnp.concatenate([embedder.customer_token(history.customer_id),
+                                      embedder.history_tokens(history)], axis=1)
+            length = history.item_id.shape[1]
+            mask = attention_mask(history.item_id != 0)
+            positions = token_positions(length, 0, config.history_len)
+            states = transformer(tokens, mask, positions)[:, 1:]
+            return l2_normalize(user_projection(states))
+
+        def serving_user_vector(history: History) -> jax.Array:
+            return user_vectors(history)[:, -1]
+
+        def item_vectors(items: Items) -> jax.Array:
+            vectors = item_tower(embedder.item_features(items))
+            return jnp.where((items.item_id != 0)[..., None], vectors, 0.0)  # padding -> zero vector
+
+        def loss(batch: RetrievalBatch, negatives: Items, negative_logq: jax.Array | None = None,
+                 target_logq: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+            targets = _flat_items(batch.target)
+            target_logq = _flat_logq(target_logq, targets.item_id.shape)
+            users = user_vectors(batch.history).reshape(targets.item_id.shape[0], -1)
+            rows = select_targets(batch.target.item_id != 0, max_targets)
+            if rows is not None:
+                users, target_logq = users[rows], target_logq[rows]
+                targets = Items(*(x[rows] for x in targets))
+            negatives = _flat_items(negatives)
+            negative_logq = _flat_logq(negative_logq, negatives.item_id.shape)
+
+            # Targets and negatives go through the item tower in one call.
+            num_targets = targets.item_id.shape[0]
+            vectors = item_vectors(Items(*(jnp.concatenate(pair) for pair in zip(targets, negatives))))
+            value, metrics = sampled_softmax_loss(
+                users, vectors[:num_targets], targets.item_id, target_logq, targets.item_id != 0,
+                shared=vectors,
+                shared_id=jnp.concatenate([targets.item_id, negatives.item_id]),
+                shared_logq=jnp.concatenate([target_logq, negative_logq]),
+                temperature=temperature())
+            metrics["targets_dropped"] = jnp.sum(batch.target.item_id != 0) - metrics["num_targets"]
+            return value, metrics
+
+        def init(batch: RetrievalBatch) -> None:
+            user_vectors(batch.history)
+            item_vectors(batch.target)
+            temperature()
+
+        return init, (user_vectors, serving_user_vector, item_vectors, loss, temperature)
+
+    transformed = hk.without_apply_rng(hk.multi_transform(build))
+    user_vectors, serving_user_vector, item_vectors, loss, temperature = transformed.apply
+    return RetrievalModel(init=transformed.init, user_vectors=user_vectors, serving_user_vector=serving_user_vector,
+                          item_vectors=item_vectors, loss=loss, temperature=temperature)
