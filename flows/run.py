@@ -1,0 +1,89 @@
+"""Prefect flow `recs_run`: the whole job, end to end, as one parent flow.
+
+ingest -> build sequences -> train retrieval -> train ranking (from retrieval's tables) ->
+evaluate on the test split -> refit both on all data (same settings, the selected number of
+steps) -> score every customer. Without `data_dir` it first writes the embedded default
+(`recs generate --scale small`). Every stage is idempotent, so a re-run resumes or repeats
+cleanly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.build_sequences import build_sequences
+from flows.evaluate import evaluate
+from flows.ingest import ingest
+from flows.score_all import score_all
+from flows.train_ranking import train_ranking
+from flows.train_retrieval import train_retrieval
+
+DEFAULT_DATA = Path("data") / "generated-small-seed0"
+
+
+def selected_steps(summary: dict) -> int:
+    """The step the validation selected (the refit trains that long); all steps if none was selected."""
+    best = summary.get("best") or {}
+    return int(best.get("step") or summary["steps"])
+
+
+def report_text(paths: dict, evaluation_markdown: str, scoring: dict) -> str:
+    """What `recs run` prints at the end: where things are, the evaluation, a query to paste."""
+    db = paths["warehouse"] / "recs.duckdb"
+    return f"""
+== recs run: done ==
+data:        {paths['data']}
+warehouse:   {db}  (tables: events, quarantine_events, items, recommendations, eval_metrics, ...)
+sequences:   {paths['warehouse'] / 'sequences'}
+checkpoints: {paths['checkpoints']}  (retrieval/, ranking/ selected on validation; *_serving/ refit for scoring)
+
+Evaluation on the test split (eval_metrics):
+{evaluation_markdown}
+
+Scoring run {scoring['run_id']}: {scoring['n_customers']:,} customers, {scoring['share_fallback']:.1%} on the popularity fallback, {scoring['duration_s']} s.
+
+Query it:
+  duckdb -readonly {db} "SELECT customer_id, rank, item_id, round(score, 3) AS score, source FROM latest_recommendations WHERE customer_id = (SELECT min(customer_id) FROM latest_recommendations) ORDER BY rank"
+  (or: .venv/bin/python -c "import duckdb; print(duckdb.connect('{db}', read_only=True).sql('SELECT * FROM latest_recommendations LIMIT 20'))")
+"""
+
+
+@flow(name="recs_run")
+def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
+        profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 5, top_n: int = 20, seed: int = 0,
+        refit: bool = True, default_scale: str = "small") -> dict:
+    """The whole pipeline; returns each stage's summary."""
+    logger = get_run_logger()
+    if data_dir is None:
+        from recs.generate import generate
+
+        data_dir = str(DEFAULT_DATA if default_scale == "small" else Path("data") / f"generated-{default_scale}-seed{seed}")
+        logger.info("no --data: generating the embedded default (%s) into %s", default_scale, data_dir)
+        generate(Path(data_dir), scale=default_scale, seed=seed)
+    ingested = ingest(data_dir=data_dir, warehouse_dir=warehouse_dir)
+    built = build_sequences(warehouse_dir=warehouse_dir, min_user_events=min_user_events,
+                            min_item_events=min_item_events)
+    retrieval = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed)
+    ranking = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed,
+                            init_from_retrieval=True)
+    evaluation = evaluate(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed)
+    refits = {}
+    if refit:
+        refits["retrieval"] = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir,
+                                              profile=profile, seed=seed, refit=True,
+                                              steps=selected_steps(retrieval))
+        refits["ranking"] = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
+                                          seed=seed, refit=True, init_from_retrieval=True,
+                                          steps=selected_steps(ranking))
+    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n)
+    paths = {"data": Path(data_dir), "warehouse": Path(warehouse_dir), "checkpoints": Path(checkpoint_dir)}
+    text = report_text(paths, evaluation["markdown"], scoring)
+    print(text)
+    return {"ingest": ingested, "build": built, "retrieval": retrieval, "ranking": ranking,
+            "evaluation": {k: v for k, v in evaluation.items() if k != "rows"}, "refit": refits,
+            "scoring": scoring, "report": text}
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,39 @@
+"""Prefect flow `train_ranking`: the candidate-isolated ranking transformer.
+
+Stage 2 of the plan: `init_from_retrieval` starts the shared item/customer/category tables from
+the retrieval checkpoint; `freeze_embeddings` keeps them fixed.
+"""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows._common import is_transient, publish_markdown
+from flows.train_retrieval import summary_markdown
+
+
+@task(retries=1, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
+def fit_ranking(warehouse_dir: str, checkpoint_dir: str, profile: str, steps: int | None, seed: int, refit: bool,
+                init_from_retrieval: bool, freeze_embeddings: bool) -> dict:
+    """Train or resume; a retry continues from the latest checkpoint, not from scratch."""
+    from model.tasks import train_ranking_model
+
+    return train_ranking_model(warehouse_dir, checkpoint_dir, profile=profile, steps=steps, seed=seed, refit=refit,
+                               init_from_retrieval=init_from_retrieval, freeze_embeddings=freeze_embeddings)
+
+
+@flow(name="train_ranking")
+def train_ranking(warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints", profile: str = "cpu",
+                  steps: int | None = None, seed: int = 0, refit: bool = False, init_from_retrieval: bool = False,
+                  freeze_embeddings: bool = False) -> dict:
+    """Train the ranking model (`refit=True`: on all data, for serving)."""
+    summary = fit_ranking(str(warehouse_dir), str(checkpoint_dir), profile, steps, seed, refit,
+                          init_from_retrieval, freeze_embeddings)
+    get_run_logger().info("ranking: %s", summary_markdown(summary).replace("\n", " | "))
+    publish_markdown(summary_markdown(summary), "train-ranking" + ("-refit" if refit else ""),
+                     "Ranking training summary")
+    return summary
+
+
+if __name__ == "__main__":
+    train_ranking()

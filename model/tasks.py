@@ -1,0 +1,355 @@
+"""The two training tasks (retrieval, ranking) wired to the sequence tables, Grain and the trainer.
+
+`train_retrieval_model` / `train_ranking_model` are the plain functions behind the Prefect flows
+and `recs train-*`. Checkpoints go to `<checkpoint_dir>/<model>/` for the model selected on the
+temporal split, and `<checkpoint_dir>/<model>_serving/` for the refit on all data (`refit=True`)
+that nightly scoring prefers when present.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow.parquet as pq
+
+from model.batch import Items, RetrievalBatch
+from model.config import PROFILES, Profile
+from model.data import (NegativeSampler, RankingBatchSource, RetrievalBatchSource, SequenceTables, SplitArrays,
+                        StepArrays, eval_arrays, make_loader, negative_sampler)
+from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k, roc_auc
+from model.ranking import embedding_param_mask, make_ranking_model, transplant_embeddings
+from model.retrieval import make_retrieval_model
+from model.train import FitResult, OptimConfig, TrainTask, fit, load_best_params
+from recs.sequences import SPLITS, read_meta
+from recs.warehouse import sequences_dir
+
+VALIDATION_ROWS = 2_000  # validation examples scored at each eval (deterministic subset)
+ALL = "all"  # the pseudo-split of a refit: train + val + test
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """A profile by name (tiny, cpu, gpu) or as given."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[profile]
+
+
+def checkpoint_path(checkpoint_dir: str | Path, model: str, refit: bool = False) -> Path:
+    """`<checkpoint_dir>/<model>` or, for the serving refit, `<checkpoint_dir>/<model>_serving`."""
+    return Path(checkpoint_dir) / (f"{model}_serving" if refit else model)
+
+
+def serving_checkpoint(checkpoint_dir: str | Path, model: str) -> Path:
+    """The checkpoint scoring uses: the refit if it exists, else the selected model."""
+    refit = checkpoint_path(checkpoint_dir, model, refit=True)
+    return refit if (refit / "best").exists() or (refit / "latest").exists() else checkpoint_path(checkpoint_dir, model)
+
+
+def _left_pad_to(a: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(a, ((0, 0), (width - a.shape[1], 0))) if a.shape[1] < width else a
+
+
+def concat_splits(parts: list[SplitArrays]) -> SplitArrays:
+    """One SplitArrays of several (refit on all data); candidate widths are left-padded to match."""
+    def steps(name: str) -> StepArrays:
+        width = max(getattr(p, name).item.shape[1] for p in parts)
+        fields = {f.name: np.concatenate([_left_pad_to(getattr(getattr(p, name), f.name), width)
+                                          if f.name != "length" else getattr(p, name).length for p in parts])
+                  for f in dataclasses.fields(StepArrays)}
+        return StepArrays(**fields)
+
+    width_c = max(p.candidate_item.shape[1] for p in parts)
+    cand = {name: np.concatenate([_left_pad_to(getattr(p, name), width_c) for p in parts])
+            for name in ("candidate_item", "candidate_category", "candidate_root", "candidate_label")}
+    return SplitArrays(
+        customer_idx=np.concatenate([p.customer_idx for p in parts]),
+        visitorid=np.concatenate([p.visitorid for p in parts]),
+        window_start_ts=np.concatenate([p.window_start_ts for p in parts]),
+        history=steps("history"), window=steps("window"), **cand)
+
+
+def load_tables(warehouse_dir: str | Path, profile: Profile, *, refit: bool = False) -> SequenceTables:
+    """The sequence tables at the profile's history length; with refit, an `all` split too."""
+    meta = read_meta(warehouse_dir)
+    tables = SequenceTables.load(sequences_dir(warehouse_dir), splits=SPLITS, history_len=profile.model.history_len,
+                                 window_len=int(meta.get("max_candidates", 16)),
+                                 popularity="n_events" if refit else "n_train_events")
+    if refit:
+        tables.splits[ALL] = concat_splits([tables.split(s) for s in SPLITS])
+    return tables
+
+
+def corpus_mask(tables: SequenceTables) -> np.ndarray:
+    """bool [I+1]: items that may be retrieved (in the current vocabulary; never padding)."""
+    items = pq.read_table(tables.root / "items", columns=None)
+    mask = np.zeros(tables.num_items + 1, bool)
+    idx = items.column("item_idx").to_numpy()
+    in_vocab = (items.column("in_vocab").to_numpy(zero_copy_only=False).astype(bool)
+                if "in_vocab" in items.column_names else np.ones(len(idx), bool))
+    mask[idx] = in_vocab
+    mask[0] = False
+    return mask
+
+
+def optim_config(profile: Profile, which: str, steps: int | None, seed: int) -> OptimConfig:
+    """The trainer's settings from a profile's TrainConfig (`steps` overrides)."""
+    tc = getattr(profile, which)
+    total = steps or tc.steps
+    return OptimConfig(steps=total, learning_rate=tc.learning_rate, warmup_steps=min(tc.warmup_steps, total // 4 or 1),
+                       weight_decay=tc.weight_decay, clip_norm=tc.clip_norm, eval_every=min(tc.eval_every, total),
+                       checkpoint_every=min(tc.eval_every, total), seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Retrieval
+# ----------------------------------------------------------------------------------------------
+
+class RetrievalTrainBatch(NamedTuple):
+    """A retrieval batch with the step's popularity negatives and logQ terms (a pytree)."""
+
+    batch: RetrievalBatch
+    negatives: Items
+    negative_logq: np.ndarray
+    target_logq: np.ndarray
+
+
+class RetrievalTrainSource:
+    """Grain source: step -> RetrievalTrainBatch (batch rows and negatives both pure in step)."""
+
+    def __init__(self, batches: RetrievalBatchSource, sampler: NegativeSampler):
+        self.batches, self.sampler = batches, sampler
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, step: int) -> RetrievalTrainBatch:
+        batch = self.batches[step]
+        negatives, neg_logq = self.sampler(step)
+        target_logq = np.where(batch.target.item_id != 0, self.sampler.logq_of(batch.target.item_id), 0.0)
+        return RetrievalTrainBatch(batch, negatives, neg_logq.astype(np.float32), target_logq.astype(np.float32))
+
+
+def item_corpus(tables: SequenceTables) -> tuple[np.ndarray, Items]:
+    """(item_idx [I'], Items [I']) of every retrievable item, latest category."""
+    idx = np.flatnonzero(corpus_mask(tables)).astype(np.int32)
+    return idx, Items(tables.item_ids[idx], tables.item_category[idx], tables.item_root[idx])
+
+
+def corpus_vectors(model, params, items: Items, chunk: int = 8_192) -> np.ndarray:
+    """Item-tower vectors of a corpus, in chunks (float32 [I', D])."""
+    fn = jax.jit(model.item_vectors)
+    out = [np.asarray(fn(params, Items(*(x[i:i + chunk] for x in items)))) for i in range(0, len(items.item_id), chunk)]
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def user_vectors(model, params, history, chunk: int = 1_024) -> np.ndarray:
+    """Serving user vectors (state after the most recent step) of many histories."""
+    fn = jax.jit(model.serving_user_vector)
+    n = len(history.customer_id)
+    return np.concatenate([np.asarray(fn(params, type(history)(*(x[i:i + chunk] for x in history))))
+                           for i in range(0, n, chunk)])
+
+
+def retrieval_ranks(model, params, tables: SequenceTables, split: str, rows: np.ndarray | None = None,
+                    chunk: int = 1_024) -> np.ndarray:
+    """1-based rank of each example's next item among the whole corpus (exact dot products)."""
+    ev = eval_arrays(tables, split)
+    rows = np.arange(len(ev.next_item_idx)) if rows is None else rows
+    history = type(ev.history)(*(x[rows] for x in ev.history))
+    target = ev.next_item_idx[rows]
+    corpus_idx, corpus_items = item_corpus(tables)
+    item_vecs = corpus_vectors(model, params, corpus_items)
+    users = user_vectors(model, params, history, chunk)
+    return ranks_in_chunks(lambda a, b: dense_scores(users[a:b] @ item_vecs.T, corpus_idx, tables.num_items),
+                           target, chunk_rows=256)
+
+
+def dense_scores(corpus_scores: np.ndarray, corpus_idx: np.ndarray, num_items: int) -> np.ndarray:
+    """[n, I'] corpus scores -> [n, I+1] indexed by item_idx; items outside the corpus score -inf."""
+    out = np.full((len(corpus_scores), num_items + 1), -np.inf, np.float32)
+    out[:, corpus_idx] = corpus_scores
+    return out
+
+
+def validation_rows(n: int, limit: int = VALIDATION_ROWS, seed: int = 0) -> np.ndarray:
+    """A fixed subset of validation examples (all when there are few)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).choice(n, limit, replace=False))
+
+
+def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split: str | None = "val",
+                   seed: int = 0) -> tuple[TrainTask, object]:
+    """TrainTask of the retrieval model and its model functions."""
+    tc = profile.retrieval
+    model = make_retrieval_model(profile.model, temperature_init=tc.temperature_init, max_targets=tc.max_targets)
+
+    def init_fn(key, sample: RetrievalTrainBatch):
+        return model.init(key, sample.batch)
+
+    def loss_fn(params, b: RetrievalTrainBatch, rng):
+        return model.loss(params, b.batch, b.negatives, b.negative_logq, b.target_logq)
+
+    validate = None
+    if validation_split is not None and len(tables.split(validation_split)):
+        rows = validation_rows(len(tables.split(validation_split)), seed=seed)
+
+        def validate(params) -> dict[str, float]:
+            ranks = retrieval_ranks(model, params, tables, validation_split, rows)
+            return {"val_recall@100": recall_at_k(ranks, 100), "val_recall@20": recall_at_k(ranks, 20),
+                    "val_mrr@20": mrr_at_k(ranks, 20), "val_ndcg@20": ndcg_at_k(ranks, 20)}
+
+    task = TrainTask("retrieval", init_fn, loss_fn, validate, selection_metric="val_recall@100",
+                     meta={"profile": profile.to_dict(), "model": "retrieval"})
+    return task, model
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking
+# ----------------------------------------------------------------------------------------------
+
+def mean_action_auc(logits: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """AUC per action over valid candidate slots, and their mean (ignoring undefined ones)."""
+    from model.batch import ACTION_NAMES, action_multi_hot
+
+    y = action_multi_hot(labels)[valid]
+    s = logits[valid]
+    out = {f"auc_{name}": roc_auc(y[:, a], s[:, a]) for a, name in enumerate(ACTION_NAMES)}
+    defined = [v for v in out.values() if np.isfinite(v)]
+    out["mean_auc"] = float(np.mean(defined)) if defined else float("nan")
+    return out
+
+
+def ranking_logits(model, params, history, candidates: Items, chunk: int = 512) -> np.ndarray:
+    """Per-action logits [N, C, 3] in chunks."""
+    fn = jax.jit(model.logits)
+    n = len(history.customer_id)
+    return np.concatenate([np.asarray(fn(params, type(history)(*(x[i:i + chunk] for x in history)),
+                                         Items(*(x[i:i + chunk] for x in candidates)))) for i in range(0, n, chunk)])
+
+
+def ranking_task(tables: SequenceTables, profile: Profile, *, validation_split: str | None = "val", seed: int = 0,
+                 retrieval_params=None, freeze_embeddings: bool = False) -> tuple[TrainTask, object]:
+    """TrainTask of the ranking model; optionally starting from (and freezing) retrieval tables."""
+    tc = profile.ranking
+    model = make_ranking_model(profile.model)
+    weights = jnp.asarray(tc.action_weights, jnp.float32)
+
+    def loss_fn(params, batch, rng):
+        return model.loss(params, batch, weights)
+
+    validate = None
+    if validation_split is not None and len(tables.split(validation_split)):
+        ev = eval_arrays(tables, validation_split, num_candidates=profile.model.num_candidates, seed=seed)
+        rows = validation_rows(len(ev.labels), seed=seed)
+        history = type(ev.history)(*(x[rows] for x in ev.history))
+        candidates = Items(*(x[rows] for x in ev.candidates))
+        labels = ev.labels[rows]
+
+        def validate(params) -> dict[str, float]:
+            logits = ranking_logits(model, params, history, candidates)
+            return {f"val_{k}": v for k, v in mean_action_auc(logits, labels, candidates.item_id != 0).items()}
+
+    init_params = None
+    if retrieval_params is not None:
+        init_params = lambda params: transplant_embeddings(params, retrieval_params)  # noqa: E731
+    trainable = None
+    if freeze_embeddings:
+        if retrieval_params is None:
+            raise ValueError("--freeze-embeddings needs --init-from-retrieval (frozen random tables learn nothing)")
+        trainable = lambda params: jax.tree_util.tree_map(lambda m: not m, embedding_param_mask(params))  # noqa: E731
+    task = TrainTask("ranking", lambda key, batch: model.init(key, batch), loss_fn, validate,
+                     selection_metric="val_mean_auc", trainable=trainable, init_params=init_params,
+                     meta={"profile": profile.to_dict(), "model": "ranking",
+                           "init_from_retrieval": retrieval_params is not None,
+                           "freeze_embeddings": freeze_embeddings})
+    return task, model
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points (called by the flows and the CLI)
+# ----------------------------------------------------------------------------------------------
+
+def data_fingerprint(warehouse_dir: str | Path) -> str:
+    """Identity of the sequence tables a model is trained on (their meta: cutoffs, params, counts)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(read_meta(warehouse_dir), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> bool:
+    """Remove a checkpoint trained on other data or another profile (resuming it would be wrong).
+
+    Returns True when something was removed. A checkpoint of the same data and profile is kept,
+    so a re-run resumes (or, when complete, returns at once).
+    """
+    import json
+    import shutil
+
+    metas = sorted((ckpt / "latest").glob("*/meta/metadata")) if ckpt.exists() else []
+    if not metas:
+        return False
+    meta = json.loads(metas[-1].read_text())
+    if meta.get("data_fingerprint") == fingerprint and meta.get("profile") == profile.to_dict():
+        return False
+    shutil.rmtree(ckpt)
+    return True
+
+
+def _summary(model_name: str, result: FitResult, ckpt: Path, refit: bool, profile_name: str) -> dict:
+    return {"model": model_name, "checkpoint": str(ckpt), "refit": refit, "profile": profile_name,
+            "steps": result.step, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+            "examples_per_s": round(result.examples_per_s, 1), "best": result.best,
+            "final": result.history[-1] if result.history else None}
+
+
+def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints",
+                          profile: str | Profile = "cpu", steps: int | None = None, seed: int = 0,
+                          refit: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) the retrieval model; returns a summary with the best validation metrics."""
+    prof = get_profile(profile)
+    tables = load_tables(warehouse_dir, prof, refit=refit)
+    split = ALL if refit else "train"
+    cfg = optim_config(prof, "retrieval", steps, seed)
+    # A refit has seen the validation split: it trains for the selected steps, no selection.
+    task, _ = retrieval_task(tables, prof, validation_split=None if refit else "val", seed=seed)
+    batches = RetrievalBatchSource(tables, split, prof.retrieval.batch_size, seed=seed, num_steps=cfg.steps)
+    source = RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
+    ckpt = checkpoint_path(checkpoint_dir, "retrieval", refit)
+    task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
+    discard_stale_checkpoint(ckpt, fingerprint, prof)
+    result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
+                 batch_size=prof.retrieval.batch_size, stop_after=stop_after)
+    return _summary("retrieval", result, ckpt, refit, profile if isinstance(profile, str) else "custom")
+
+
+def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints",
+                        profile: str | Profile = "cpu", steps: int | None = None, seed: int = 0,
+                        refit: bool = False, init_from_retrieval: bool = False, freeze_embeddings: bool = False,
+                        progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) the ranking model; returns a summary with the best validation metrics."""
+    prof = get_profile(profile)
+    tables = load_tables(warehouse_dir, prof, refit=refit)
+    split = ALL if refit else "train"
+    cfg = optim_config(prof, "ranking", steps, seed)
+    retrieval_params = None
+    if init_from_retrieval:
+        retrieval_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "retrieval", refit))
+    task, _ = ranking_task(tables, prof, validation_split=None if refit else "val", seed=seed,
+                           retrieval_params=retrieval_params,
+                           freeze_embeddings=freeze_embeddings)
+    source = RankingBatchSource(tables, split, prof.ranking.batch_size, num_candidates=prof.model.num_candidates,
+                                seed=seed, num_steps=cfg.steps)
+    ckpt = checkpoint_path(checkpoint_dir, "ranking", refit)
+    task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
+    discard_stale_checkpoint(ckpt, fingerprint, prof)
+    result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
+                 batch_size=prof.ranking.batch_size, stop_after=stop_after)
+    return _summary("ranking", result, ckpt, refit, profile if isinstance(profile, str) else "custom")

@@ -1,0 +1,176 @@
+"""Nightly batch scoring: a top-N list for EVERY customer in the warehouse, published atomically.
+
+Customers with usable history (at least one step on an item the models embed, whether or not
+they passed the training filters) get retrieval + their recent items, ranked in one isolated
+pass (model/serving.py). Customers without usable history get the popularity fallback: items
+trending over the last `trending_days` of the log, marked `source = 'popularity'`. Lists that
+the rules leave short are topped up from the same fallback, so everyone gets `top_n` items.
+
+The warehouse is opened read-only for the inputs and closed before scoring; shards are written
+as parquet; one short transaction publishes the run (recs/publish.py).
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from recs.publish import connect_with_retry, new_run_id, publish_run, write_shard
+from recs.warehouse import sequences_dir
+
+DAY_MS = 86_400_000
+
+
+def load_serving_models(checkpoint_dir: str | Path):
+    """(profile, retrieval params, ranking params, model_version) of the checkpoints scoring uses."""
+    from model.config import Profile
+    from model.tasks import serving_checkpoint
+    from model.train import load_best_params
+
+    ret_dir, rank_dir = serving_checkpoint(checkpoint_dir, "retrieval"), serving_checkpoint(checkpoint_dir, "ranking")
+    retrieval_params, ret_meta = load_best_params(ret_dir)
+    ranking_params, rank_meta = load_best_params(rank_dir)
+    profile = Profile.from_dict(ret_meta["profile"])
+    if Profile.from_dict(rank_meta["profile"]).model != profile.model:
+        raise ValueError(f"{ret_dir} and {rank_dir} were trained with different model configs: retrain both")
+    version = f"retrieval:{ret_dir.name}@{ret_meta.get('step')}+ranking:{rank_dir.name}@{rank_meta.get('step')}"
+    return profile, retrieval_params, ranking_params, version
+
+
+def warehouse_inputs(warehouse_dir: str | Path, tables, trending_days: float) -> dict:
+    """Everything scoring reads from DuckDB, read-only, connection closed on return.
+
+    available: bool [I+1] latest availability; bought: (customer_idx, item_idx) purchase pairs,
+    oldest first; trending: item_idx by descending count over the last `trending_days`.
+    """
+    con = connect_with_retry(warehouse_dir, read_only=True)
+    try:
+        items = con.execute("SELECT item_idx, available FROM item_index").fetchnumpy()
+        bought = con.execute(
+            "SELECT c.customer_idx, i.item_idx FROM events e "
+            "JOIN customer_index c USING (visitorid) JOIN item_index i USING (itemid) "
+            "WHERE e.event = 'transaction' ORDER BY e.timestamp").fetchnumpy()
+        trending = con.execute(
+            "WITH last AS (SELECT max(timestamp) AS t FROM events) "
+            "SELECT i.item_idx, count(*) AS n FROM events e JOIN item_index i USING (itemid), last "
+            "WHERE e.timestamp >= last.t - ? GROUP BY 1 ORDER BY n DESC, 1", [int(trending_days * DAY_MS)]).fetchnumpy()
+    finally:
+        con.close()
+    available = np.zeros(tables.num_items + 1, bool)
+    idx = items["item_idx"].astype(np.int64)
+    available[idx] = np.asarray(items["available"]).astype(np.int64) != 0
+    return {"available": available,
+            "bought": (np.asarray(bought["customer_idx"], np.int64), np.asarray(bought["item_idx"], np.int32)),
+            "trending": np.asarray(trending["item_idx"], np.int32)}
+
+
+def fill_from_fallback(chosen: np.ndarray, fallback: np.ndarray, excluded: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Append fallback items to each row's list until it has top_n items.
+
+    chosen [n, top_n] item_idx (0 = empty, filled slots first); fallback [P] ranked item_idx;
+    excluded [n, B] item_idx never to add (bought). Returns (filled [n, top_n], from_fallback bool).
+    """
+    n = len(chosen)
+    taken = np.concatenate([chosen, excluded], axis=1)
+    usable = ~(fallback[None, :, None] == taken[:, None, :]).any(axis=2)  # [n, P]
+    need = top_n - (chosen > 0).sum(axis=1)
+    order = np.cumsum(usable, axis=1)  # k-th usable fallback item has order k
+    filled, from_fb = chosen.copy(), np.zeros_like(chosen, bool)
+    have = (chosen > 0).sum(axis=1)
+    for slot in range(top_n):
+        k = slot - have + 1  # which usable fallback item goes to this slot (1-based)
+        rows = np.flatnonzero((slot >= have) & (k <= need))
+        if len(rows) == 0:
+            continue
+        pos = np.argmax((order[rows] == k[rows, None]) & usable[rows], axis=1)
+        ok = usable[rows, pos] & (order[rows, pos] == k[rows])
+        filled[rows[ok], slot] = fallback[pos[ok]]
+        from_fb[rows[ok], slot] = True
+    del n
+    return filled, from_fb
+
+
+def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
+                        top_n: int = 20, action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0),
+                        retrieve_k: int = 100, recent_k: int = 16, exclude_unavailable: bool = True,
+                        exclude_bought: bool = True, trending_days: float = 7.0, keep_runs: int = 3,
+                        chunk_rows: int = 65_536, batch_size: int = 256, run_id: str | None = None,
+                        progress: bool = True) -> dict:
+    """Score every customer and publish the run; returns the run summary."""
+    from model.data import SequenceTables, serving_histories
+    from model.serving import SOURCE_NAMES, Recommender, ServingConfig, bought_matrix
+    from model.tasks import corpus_mask
+
+    if top_n < 1:
+        raise ValueError("top_n must be >= 1")
+    started = time.perf_counter()
+    generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    run_id = run_id or new_run_id()
+    profile, retrieval_params, ranking_params, model_version = load_serving_models(checkpoint_dir)
+    tables = SequenceTables.load(sequences_dir(warehouse_dir), splits=(), history_len=profile.model.history_len)
+    inputs = warehouse_inputs(warehouse_dir, tables, trending_days)
+    config = ServingConfig(retrieve_k=retrieve_k, recent_k=recent_k, top_n=top_n, action_weights=tuple(action_weights),
+                           exclude_unavailable=exclude_unavailable, exclude_bought=exclude_bought,
+                           batch_size=batch_size)
+    corpus = corpus_mask(tables)
+    recommender = Recommender(profile, retrieval_params, ranking_params, item_ids=tables.item_ids,
+                              item_category=tables.item_category, item_root=tables.item_root, corpus=corpus,
+                              available=inputs["available"], config=config)
+    eligible = corpus & (inputs["available"] if exclude_unavailable else True)
+    fallback = inputs["trending"][eligible[inputs["trending"]]]
+    if len(fallback) < top_n:  # a quiet last week: top up with all-time popularity
+        extra = np.argsort(-tables.item_popularity, kind="stable")
+        fallback = np.concatenate([fallback, extra[eligible[extra] & ~np.isin(extra, fallback)]])
+    fallback = fallback[: max(top_n * 4, top_n + config.max_bought)].astype(np.int32)
+    source_names = np.array(["", *[SOURCE_NAMES[k] for k in sorted(SOURCE_NAMES)], "popularity"], dtype=object)
+    popularity_code = len(source_names) - 1
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(tables.meta.get("n_serving", 0)) or None, desc="score", unit="customer",
+                   mininterval=1.0)
+    n_customers = n_fallback = n_rows = 0
+    for shard, chunk in enumerate(serving_histories(tables, chunk_rows=chunk_rows)):
+        n = len(chunk.customer_idx)
+        bought = (bought_matrix(chunk.customer_idx, inputs["bought"], config.max_bought) if exclude_bought
+                  else np.zeros((n, 1), np.int32))
+        recs = recommender.recommend(chunk.history, chunk.history_item_idx, bought, top_n=top_n)
+        items, from_fb = fill_from_fallback(recs.item_idx, fallback, bought, top_n)
+        has_history = (chunk.history_item_idx > 0).any(axis=1)
+        source = np.where(from_fb, popularity_code, recs.source.astype(np.int64))
+        valid = items > 0
+        rows, slots = np.nonzero(valid)
+        probs = np.where(from_fb[..., None], np.nan, recs.probs)
+        score = np.where(from_fb, np.nan, recs.score)
+        table = pa.table({
+            "run_id": pa.array(np.full(len(rows), run_id, dtype=object), pa.string()),
+            "customer_id": chunk.visitorid[rows],
+            "rank": (np.cumsum(valid, axis=1)[rows, slots]).astype(np.int32),
+            "item_id": tables.item_ids[items[rows, slots]].astype(np.int64),
+            "score": pa.array(score[rows, slots].astype(np.float64), from_pandas=True),
+            "p_transaction": pa.array(probs[rows, slots, 0].astype(np.float64), from_pandas=True),
+            "p_addtocart": pa.array(probs[rows, slots, 1].astype(np.float64), from_pandas=True),
+            "p_view": pa.array(probs[rows, slots, 2].astype(np.float64), from_pandas=True),
+            "source": pa.array(source_names[source[rows, slots]], pa.string()),
+            "model_version": pa.array(np.full(len(rows), model_version, dtype=object), pa.string()),
+            "generated_at": pa.array(np.full(len(rows), np.datetime64(generated_at, "us"))),
+        })
+        write_shard(table, warehouse_dir, run_id, shard)
+        n_customers += n
+        n_fallback += int((~has_history).sum())
+        n_rows += len(rows)
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
+    duration = time.perf_counter() - started
+    summary = {"run_id": run_id, "generated_at": generated_at, "model_version": model_version,
+               "n_customers": n_customers, "share_fallback": n_fallback / max(n_customers, 1),
+               "duration_s": round(duration, 2), "top_n": top_n}
+    published = publish_run(warehouse_dir, run_id, summary, keep_runs=keep_runs)
+    return {**summary, "n_rows": published["n_rows"], "customers_per_s": round(n_customers / max(duration, 1e-9), 1)}
