@@ -371,9 +371,29 @@ def _select_positives(split: SplitArrays, rows: np.ndarray, max_pos: int,
     return tuple(np.take_along_axis(a, order, axis=1) for a in (item, category, root, label))
 
 
+def _draw_same_category(tables: SequenceTables, categories: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniform item_idx of each given (latest) category; 0 where the category has no items."""
+    cache = tables.__dict__.get("_category_index")
+    if cache is None:
+        cats = tables.item_category.copy()
+        cats[0] = -1  # padding never drawn
+        order = np.argsort(cats, kind="stable").astype(np.int32)
+        cache = (order, cats[order])
+        tables.__dict__["_category_index"] = cache
+    order, sorted_cats = cache
+    lo = np.searchsorted(sorted_cats, categories, side="left")
+    hi = np.searchsorted(sorted_cats, categories, side="right")
+    pick = lo + (rng.random(categories.shape) * (hi - lo)).astype(np.int64)
+    return np.where((hi > lo) & (categories > 0), order[np.minimum(pick, len(order) - 1)], 0)
+
+
 def ranking_candidates(tables: SequenceTables, split: SplitArrays, rows: np.ndarray, num_candidates: int,
-                       rng: np.random.Generator, cdf: np.ndarray, max_rounds: int = 32) -> tuple[np.ndarray, Items, np.ndarray]:
-    """C candidate slots per row: <= C // 2 window positives + popularity negatives, shuffled.
+                       rng: np.random.Generator, cdf: np.ndarray, max_rounds: int = 32,
+                       same_category: float = 0.0) -> tuple[np.ndarray, Items, np.ndarray]:
+    """C candidate slots per row: <= C // 2 window positives + negatives, shuffled.
+
+    Negatives are popularity-sampled; with `same_category` > 0 that share of negative slots is
+    instead drawn uniformly from the category of one of the row's positives (hard negatives).
 
     Negatives are never one of the row's window candidates nor repeated within the row;
     slots that cannot be filled after `max_rounds` redraws (tiny vocabularies) stay padding.
@@ -386,6 +406,13 @@ def ranking_candidates(tables: SequenceTables, split: SplitArrays, rows: np.ndar
     is_neg_slot = slot >= n_pos[:, None]
     all_pos = split.candidate_item[rows]
     neg = np.where(is_neg_slot, _draw(cdf, rng, (b, c)), 0)
+    if same_category > 0:
+        # Hard negatives: items of a positive's category, the kind of look-alike that retrieval
+        # puts in front of the ranker at serving time (popularity negatives alone are too easy).
+        donor = np.take_along_axis(pos_cat, (rng.random(b) * np.maximum(n_pos, 1)).astype(np.int64)[:, None], axis=1)
+        hard = _draw_same_category(tables, np.broadcast_to(donor, (b, c)), rng)
+        use_hard = is_neg_slot & (hard > 0) & (rng.random((b, c)) < same_category)
+        neg = np.where(use_hard, hard, neg)
     earlier = np.tril(np.ones((c, c), bool), k=-1)  # earlier[i, j]: slot j comes before slot i
     for _ in range(max_rounds + 1):
         clash = (neg[:, :, None] == all_pos[:, None, :]).any(axis=2)
@@ -406,6 +433,53 @@ def ranking_candidates(tables: SequenceTables, split: SplitArrays, rows: np.ndar
     category, root = np.where(item > 0, category, 0), np.where(item > 0, root, 0)
     items = Items(item_id=tables.item_ids[item], category_id=category.astype(np.int32), root_id=root.astype(np.int32))
     return item, items, labels.astype(np.int32)
+
+
+class _CandidateView(NamedTuple):
+    """Just the candidate arrays `ranking_candidates` reads from a split (rows = arange(B))."""
+
+    candidate_item: np.ndarray
+    candidate_category: np.ndarray
+    candidate_root: np.ndarray
+    candidate_label: np.ndarray
+
+
+def split_window(split: SplitArrays, rows: np.ndarray, rng: np.random.Generator,
+                 history_len: int) -> tuple[StepArrays, _CandidateView]:
+    """Move a random prefix of each window into the history; the rest become the candidates.
+
+    Windows are cut every M steps, so most customers' first window has no history at all; a
+    ranking model trained only on "history -> whole window" would rarely see a history. Drawing
+    s in [0, w) per row and using `history ++ window[:s]` (last H steps) against the distinct items
+    of `window[s:]` (labels OR-ed, category/root of the first occurrence) trains the ranker at every
+    causal position, the same way retrieval is trained. Nothing after the candidates leaks in.
+    """
+    seq, w = _concat_steps(split, rows)
+    b, total = seq["item"].shape
+    m = split.window.item.shape[1]
+    s = (rng.random(b) * w).astype(np.int64)  # prefix length moved into the history, in [0, w)
+    end = total - (w - s)  # history ends (exclusive) here; end - history_len >= 0 since total = H + M
+    hist_cols = end[:, None] - history_len + np.arange(history_len)[None, :]
+    hist_valid = hist_cols >= 0
+    hist_cols = np.clip(hist_cols, 0, total - 1)
+    hist = {f: np.where(hist_valid, np.take_along_axis(seq[f], hist_cols, axis=1), 0) for f in STEP_FIELDS}
+    length = (hist["item"] > 0).sum(axis=1).astype(np.int32)
+    history = StepArrays(hist["item"], hist["category"], hist["root"], hist["action"].astype(np.int8), length)
+    # The remaining window steps sit in the last M columns, valid from column `end` on.
+    cols = total - m + np.arange(m)
+    rest = {f: seq[f][:, total - m:] for f in STEP_FIELDS}
+    valid = cols[None, :] >= end[:, None]
+    item = np.where(valid, rest["item"], 0)
+    same = (item[:, :, None] == item[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    earlier = np.tril(np.ones((m, m), bool), k=-1)
+    first = valid & ~(same & earlier[None]).any(axis=2)
+    label = np.bitwise_or.reduce(np.where(same, rest["action"][:, None, :], 0), axis=2)
+    order = np.argsort(~first, axis=1, kind="stable")  # first occurrences, in time order, then the rest
+    keep = np.take_along_axis(first, order, axis=1)
+    pick = lambda a: np.where(keep, np.take_along_axis(a, order, axis=1), 0)  # noqa: E731
+    view = _CandidateView(pick(item).astype(np.int32), pick(rest["category"]).astype(np.int32),
+                          pick(rest["root"]).astype(np.int32), pick(label).astype(np.int8))
+    return history, view
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,16 +539,26 @@ class RankingBatchSource(_EpochBatchSource):
 
     def __init__(self, tables: SequenceTables, split: str, batch_size: int, *, num_candidates: int = 16,
                  seed: int = 0, num_epochs: int | None = 1, num_steps: int | None = None,
-                 exponent: float = POPULARITY_EXPONENT):
+                 exponent: float = POPULARITY_EXPONENT, split_windows: bool = False, same_category: float = 0.0):
         super().__init__(tables, split, batch_size, seed=seed, num_epochs=num_epochs, num_steps=num_steps)
         self.num_candidates = num_candidates
+        self.split_windows = split_windows  # train at every causal position (see split_window)
+        self.same_category = same_category  # share of hard (same-category) negatives
         self.cdf = np.cumsum(sampling_probabilities(tables, exponent))
 
     def __getitem__(self, step: int) -> RankingBatch:
         rows = self.rows(step)
         split = self.split
-        _, candidates, labels = ranking_candidates(self.tables, split, rows, self.num_candidates,
-                                                   self._step_rng(step), self.cdf)
+        rng = self._step_rng(step)
+        if self.split_windows:
+            history, view = split_window(split, rows, rng, split.history.item.shape[1])
+            local = np.arange(len(rows))
+            _, candidates, labels = ranking_candidates(self.tables, view, local, self.num_candidates, rng, self.cdf,
+                                                       same_category=self.same_category)
+            return RankingBatch(history=history_batch(self.tables, history, split.visitorid[rows], local),
+                                candidates=candidates, labels=labels)
+        _, candidates, labels = ranking_candidates(self.tables, split, rows, self.num_candidates, rng, self.cdf,
+                                                   same_category=self.same_category)
         return RankingBatch(history=history_batch(self.tables, split.history, split.visitorid, rows),
                             candidates=candidates, labels=labels)
 

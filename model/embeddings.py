@@ -85,7 +85,7 @@ class InputEmbedder:
     """Builds the model's input tokens from batch pytrees (a plain holder of Haiku modules).
 
     Create it inside the transformed function: it creates the shared entity modules at the top
-    level (fixed names) plus the step / candidate projections.
+    level (fixed names) plus the step projection shared by history steps and candidates.
     """
 
     def __init__(self, config: ModelConfig):
@@ -99,8 +99,7 @@ class InputEmbedder:
                                       compute_dtype=dtype, name=CATEGORY_EMBEDDING)
         self.history_projection = Dense(config.emb_dim, use_bias=True, compute_dtype=jnp.dtype(dtype),
                                         name="history_step_projection")
-        self.candidate_projection = Dense(config.emb_dim, use_bias=True, compute_dtype=jnp.dtype(dtype),
-                                          name="candidate_projection")
+        self.emb_dim = config.emb_dim
 
     def item_features(self, items: Items | History) -> jax.Array:
         """[..., 3 * emb_dim]: item, category and root-category embeddings side by side."""
@@ -119,6 +118,15 @@ class InputEmbedder:
         return jnp.where((history.item_id != 0)[..., None], tokens, 0.0)
 
     def candidate_tokens(self, candidates: Items) -> jax.Array:
-        """[B, C] candidates (no actions) -> [B, C, emb_dim]; padding -> 0."""
-        tokens = self.candidate_projection(self.item_features(candidates)).astype(jnp.float32)
-        return jnp.where((candidates.item_id != 0)[..., None], tokens, 0.0)
+        """[B, C] candidates (no actions) -> [B, C, emb_dim]; padding -> 0.
+
+        A candidate goes through the SAME projection as a history step (with no actions) plus a
+        learned candidate-type offset, so an item looks alike as a candidate and in the history:
+        attention can match a candidate to the steps it resembles from the first update on.
+        """
+        features = self.item_features(candidates)
+        no_actions = jnp.zeros(features.shape[:-1] + (3,), features.dtype)
+        offset = hk.get_parameter("candidate_type", [self.emb_dim], jnp.float32,
+                                  init=hk.initializers.TruncatedNormal(stddev=0.02))
+        tokens = self.history_projection(jnp.concatenate([features, no_actions], axis=-1)).astype(jnp.float32)
+        return jnp.where((candidates.item_id != 0)[..., None], tokens + offset, 0.0)

@@ -23,6 +23,7 @@ from model.data import (NegativeSampler, RankingBatchSource, RetrievalBatchSourc
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k, roc_auc
 from model.ranking import embedding_param_mask, make_ranking_model, transplant_embeddings
 from model.retrieval import make_retrieval_model
+from model.transformer import weight_decay_mask
 from model.train import FitResult, OptimConfig, TrainTask, fit, load_best_params
 from recs.sequences import SPLITS, read_meta
 from recs.warehouse import sequences_dir
@@ -206,6 +207,7 @@ def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split
                     "val_mrr@20": mrr_at_k(ranks, 20), "val_ndcg@20": ndcg_at_k(ranks, 20)}
 
     task = TrainTask("retrieval", init_fn, loss_fn, validate, selection_metric="val_recall@100",
+                     decay_mask=weight_decay_mask,
                      meta={"profile": profile.to_dict(), "model": "retrieval"})
     return task, model
 
@@ -266,6 +268,7 @@ def ranking_task(tables: SequenceTables, profile: Profile, *, validation_split: 
         trainable = lambda params: jax.tree_util.tree_map(lambda m: not m, embedding_param_mask(params))  # noqa: E731
     task = TrainTask("ranking", lambda key, batch: model.init(key, batch), loss_fn, validate,
                      selection_metric="val_mean_auc", trainable=trainable, init_params=init_params,
+                     decay_mask=weight_decay_mask,
                      meta={"profile": profile.to_dict(), "model": "ranking",
                            "init_from_retrieval": retrieval_params is not None,
                            "freeze_embeddings": freeze_embeddings})
@@ -297,7 +300,9 @@ def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> 
     if not metas:
         return False
     meta = json.loads(metas[-1].read_text())
-    if meta.get("data_fingerprint") == fingerprint and meta.get("profile") == profile.to_dict():
+    # Compare as stored: the JSON round trip turns the profile's tuples into lists.
+    same_profile = meta.get("profile") == json.loads(json.dumps(profile.to_dict()))
+    if meta.get("data_fingerprint") == fingerprint and same_profile:
         return False
     shutil.rmtree(ckpt)
     return True
@@ -346,7 +351,8 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
                            retrieval_params=retrieval_params,
                            freeze_embeddings=freeze_embeddings)
     source = RankingBatchSource(tables, split, prof.ranking.batch_size, num_candidates=prof.model.num_candidates,
-                                seed=seed, num_steps=cfg.steps)
+                                seed=seed, num_steps=cfg.steps, split_windows=True,
+                                same_category=0.5)
     ckpt = checkpoint_path(checkpoint_dir, "ranking", refit)
     task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
     discard_stale_checkpoint(ckpt, fingerprint, prof)

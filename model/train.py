@@ -51,6 +51,7 @@ class TrainTask:
     selection_mode: str = "max"
     trainable: Callable[[Params], Any] | None = None  # params -> pytree of bool (False = frozen)
     init_params: Callable[[Params], Params] | None = None  # e.g. transplant retrieval tables
+    decay_mask: Callable[[Params], Any] | None = None  # params -> pytree of bool (True = weight-decayed)
     meta: dict = field(default_factory=dict)  # stored with every checkpoint (profile, vocab sizes)
 
 
@@ -69,13 +70,17 @@ class OptimConfig:
     seed: int = 0
 
 
-def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None) -> optax.GradientTransformation:
-    """AdamW with linear warmup + cosine decay and global-norm clipping; frozen leaves get no update."""
+def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None, decay_mask: Any = None) -> optax.GradientTransformation:
+    """AdamW with linear warmup + cosine decay and global-norm clipping; frozen leaves get no update.
+
+    decay_mask (pytree of bool or callable) limits weight decay, e.g. to matrices: decaying norm
+    scales or a log-temperature pulls them towards meaningless values.
+    """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=max(1, min(cfg.warmup_steps, cfg.steps // 2)),
         decay_steps=max(cfg.steps, 2), end_value=cfg.learning_rate * 0.05)
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                     optax.adamw(schedule, weight_decay=cfg.weight_decay))
+                     optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask))
     if trainable_mask is not None:
         frozen = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable_mask)
         tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, frozen)
@@ -140,7 +145,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
     if task.init_params is not None:
         params = task.init_params(params)
     mask = task.trainable(params) if task.trainable else None
-    tx = make_optimizer(cfg, mask)
+    tx = make_optimizer(cfg, mask, task.decay_mask(params) if task.decay_mask else None)
     state = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
     resumed_from = 0
     history: list[dict] = []

@@ -295,3 +295,53 @@ def test_synthetic_sequences_follow_the_contract(tmp_path):
     assert (train.window.length >= 1).all() and (train.history.length <= 8).all()
     batch = RankingBatchSource(tables, "train", 32, num_candidates=16)[0]
     assert batch.candidates.item_id.shape == (32, 16)
+
+
+class _FixedPrefix:
+    """An rng whose random() returns chosen fractions, to pin split_window's prefix lengths."""
+
+    def __init__(self, fractions):
+        self.fractions = np.asarray(fractions, float)
+
+    def random(self, size):
+        return self.fractions[:size]
+
+
+def test_split_window_moves_prefix_into_history_without_leaking(tables):
+    from model.data import split_window
+
+    train = tables.split("train")
+    rows = np.arange(len(train))
+    w = train.window.length
+    history, view = split_window(train, rows, _FixedPrefix(np.full(len(rows), 0.999)), H)
+    for r in rows:
+        steps_h = [i for i in train.history.item[r] if i]
+        steps_w = [i for i in train.window.item[r] if i]
+        acts_w = [a for i, a in zip(train.window.item[r], train.window.action[r]) if i]
+        s = w[r] - 1  # 0.999 * w -> the whole window but its last step moves into the history
+        expected_hist = (steps_h + steps_w[:s])[-H:]
+        assert [i for i in history.item[r] if i] == expected_hist
+        assert history.length[r] == len(expected_hist)
+        # Candidates: the distinct items of the remaining steps, labels OR-ed over them.
+        rest = list(zip(steps_w[s:], acts_w[s:]))
+        distinct = list(dict.fromkeys(i for i, _ in rest))
+        got = [(i, lab) for i, lab in zip(view.candidate_item[r], view.candidate_label[r]) if i]
+        assert got == [(i, int(np.bitwise_or.reduce([a for j, a in rest if j == i]))) for i in distinct]
+    # With s = 0 the layout is exactly the stored one: history unchanged, candidates = the window's.
+    history0, view0 = split_window(train, rows, _FixedPrefix(np.zeros(len(rows))), H)
+    np.testing.assert_array_equal(history0.item, train.history.item)
+    for r in rows:
+        assert [i for i in view0.candidate_item[r] if i] == [i for i in train.candidate_item[r] if i]
+        assert [x for x, i in zip(view0.candidate_label[r], view0.candidate_item[r]) if i] == \
+            [x for x, i in zip(train.candidate_label[r], train.candidate_item[r]) if i]
+
+
+def test_ranking_source_with_split_windows_is_deterministic_and_labels_positives(tables):
+    src = RankingBatchSource(tables, "train", 2, num_candidates=4, seed=3, num_epochs=2, split_windows=True)
+    a, b = src[1], src[1]
+    assert_trees_equal(a, b)
+    batch = src[0]
+    assert batch.history.item_id.shape == (2, H) and batch.candidates.item_id.shape == (2, 4)
+    # Every labelled slot is a real item; at least one positive per row (a window is never empty).
+    assert ((batch.labels > 0) <= (batch.candidates.item_id > 0)).all()
+    assert ((batch.labels > 0).sum(axis=1) >= 1).all()
