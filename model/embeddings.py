@@ -40,6 +40,23 @@ def _fmix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
+RECENCY_BUCKETS = 8  # 0 = not in the history, 1 = newest step, 2 = 2 steps ago, 3 = 3-4, 4 = 5-8, ... 7 = 33+
+
+
+def recency_bucket(candidate_ids: jax.Array, history_ids: jax.Array) -> jax.Array:
+    """int32 [B, C]: how recently each candidate id occurs in the (left-padded) history, log2-bucketed.
+
+    Depends only on the history and the candidate itself (candidate isolation holds) and counts
+    steps back from the newest step (extra left padding changes nothing).
+    """
+    length = history_ids.shape[1]
+    match = (candidate_ids[:, :, None] == history_ids[:, None, :]) & (candidate_ids[:, :, None] != 0)
+    steps_back = length - jnp.arange(length)  # newest step = 1
+    nearest = jnp.min(jnp.where(match, steps_back[None, None, :], length + 1), axis=2)
+    bucket = jnp.ceil(jnp.log2(jnp.maximum(nearest, 1).astype(jnp.float32))).astype(jnp.int32) + 1
+    return jnp.where(nearest <= length, jnp.minimum(bucket, RECENCY_BUCKETS - 1), 0)
+
+
 def hash_ids(ids: jax.Array, num_rows: int, num_hashes: int) -> jax.Array:
     """Table rows int32 [..., num_hashes] of ids [...]: id 0 -> row 0, other ids -> rows in [1, num_rows).
 
@@ -116,6 +133,18 @@ class InputEmbedder:
         features = jnp.concatenate([self.item_features(history), action_multi_hot(history.action)], axis=-1)
         tokens = self.history_projection(features).astype(jnp.float32)
         return jnp.where((history.item_id != 0)[..., None], tokens, 0.0)
+
+    def candidate_context(self, candidates: Items, history: History) -> jax.Array:
+        """[B, C, emb_dim]: learned embeddings of how recently the candidate item, its category and
+        its root occur in the history (repeat views and category loyalty are strong signals in
+        e-commerce; attention alone learns them slowly). Per candidate, so isolation holds."""
+        buckets = jnp.stack([recency_bucket(candidates.item_id, history.item_id),
+                             recency_bucket(candidates.category_id, history.category_id),
+                             recency_bucket(candidates.root_id, history.root_id)], axis=-1)  # [B, C, 3]
+        table = hk.get_parameter("candidate_recency", [3, RECENCY_BUCKETS, self.emb_dim], jnp.float32,
+                                 init=hk.initializers.TruncatedNormal(stddev=0.02))
+        out = table[jnp.arange(3), buckets].sum(axis=-2)  # [B, C, emb_dim]
+        return jnp.where((candidates.item_id != 0)[..., None], out, 0.0)
 
     def candidate_tokens(self, candidates: Items) -> jax.Array:
         """[B, C] candidates (no actions) -> [B, C, emb_dim]; padding -> 0.

@@ -49,7 +49,8 @@ def make_ranking_model(config: ModelConfig) -> RankingModel:
             hist_len, num_candidates = history.item_id.shape[1], candidates.item_id.shape[1]
             tokens = jnp.concatenate([embedder.customer_token(history.customer_id),
                                       embedder.history_tokens(history),
-                                      embedder.candidate_tokens(candidates)], axis=1)
+                                      embedder.candidate_tokens(candidates)
+                                      + embedder.candidate_context(candidates, history)], axis=1)
             mask = attention_mask(history.item_id != 0, candidates.item_id != 0)
             positions = token_positions(hist_len, num_candidates, config.history_len)
             states = transformer(tokens, mask, positions)[:, 1 + hist_len:]

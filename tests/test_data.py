@@ -345,3 +345,23 @@ def test_ranking_source_with_split_windows_is_deterministic_and_labels_positives
     # Every labelled slot is a real item; at least one positive per row (a window is never empty).
     assert ((batch.labels > 0) <= (batch.candidates.item_id > 0)).all()
     assert ((batch.labels > 0).sum(axis=1) >= 1).all()
+
+
+def test_same_category_negatives_share_a_positives_category(tables):
+    from model.data import ranking_candidates, sampling_probabilities
+
+    train = tables.split("train")
+    rows = np.arange(len(train))
+    cdf = np.cumsum(sampling_probabilities(tables))
+    item, items, labels = ranking_candidates(tables, train, rows, 6, np.random.default_rng(0), cdf,
+                                             same_category=1.0)
+    for r in rows:
+        positives = {int(i) for i in train.candidate_item[r] if i}
+        for slot in range(6):
+            i = int(item[r, slot])
+            if i and labels[r, slot] == 0:
+                assert i not in positives
+    # At least some negatives are same-category ones on this fixture.
+    neg_same = [int(tables.item_category[i]) in {int(c) for c in train.candidate_category[r] if c}
+                for r in rows for i, lab in zip(item[r], labels[r]) if i and lab == 0]
+    assert any(neg_same)

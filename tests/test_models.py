@@ -421,3 +421,16 @@ def test_profiles_round_trip_through_json() -> None:
     data["model"]["no_such_field"] = 1
     with pytest.raises(TypeError):
         Profile.from_dict(data)
+
+
+def test_recency_bucket_counts_steps_back_from_newest_and_ignores_padding():
+    from model.embeddings import recency_bucket
+
+    history = jnp.array([[0, 0, 5, 7, 5, 9], [0, 0, 0, 0, 0, 0]])
+    candidates = jnp.array([[9, 5, 7, 3, 0], [9, 5, 7, 3, 0]])
+    # 9 is the newest step (1 back), 5 two back (its older occurrence is ignored), 7 three back.
+    np.testing.assert_array_equal(recency_bucket(candidates, history), [[1, 2, 3, 0, 0], [0, 0, 0, 0, 0]])
+    padded = jnp.concatenate([jnp.zeros((2, 40), history.dtype), history], axis=1)
+    np.testing.assert_array_equal(recency_bucket(candidates, padded), recency_bucket(candidates, history))
+    long_ago = jnp.concatenate([jnp.array([[4]]), jnp.ones((1, 39), history.dtype) * 8], axis=1)
+    assert int(recency_bucket(jnp.array([[4]]), long_ago)[0, 0]) == 7  # 40 steps back: the last bucket
