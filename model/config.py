@@ -111,7 +111,7 @@ PROFILES: dict[str, Profile] = {
         # Measured here (2 shared cores): retrieval ~0.3 s/step, ranking ~0.2 s/step.
         retrieval=TrainConfig(batch_size=128, steps=400, learning_rate=2e-3, warmup_steps=40,
                               eval_every=100, num_negatives=512, max_targets=2_048),
-        ranking=TrainConfig(batch_size=128, steps=500, learning_rate=1e-3, warmup_steps=40, eval_every=100),
+        ranking=TrainConfig(batch_size=128, steps=400, learning_rate=5e-3, warmup_steps=40, eval_every=100),
     ),
     # The plan's sizes for an accelerator.
     "gpu": Profile(
