@@ -1,10 +1,11 @@
 """Prefect flow `recs_run`: the whole job, end to end, as one parent flow.
 
-ingest -> build sequences -> train retrieval -> train ranking (from retrieval's tables) ->
-evaluate on the test split -> refit both on all data (same settings, the selected number of
-steps) -> score every customer. Without `data_dir` it first writes the embedded default
-(`recs generate --scale small`). Every stage is idempotent, so a re-run resumes or repeats
-cleanly.
+Without `data_dir` it first writes the embedded default (`recs generate --scale small`), then
+runs the `retrain` flow (flows/retrain.py) as a subflow: ingest -> build sequences -> train
+retrieval -> train ranking (from retrieval's tables) -> evaluate on the test split -> refit both
+on all data (same settings, the selected number of steps) -> score every customer. Every stage
+is idempotent, so a re-run resumes or repeats cleanly. Prints where everything is, the
+evaluation table and a query to paste.
 """
 from __future__ import annotations
 
@@ -12,20 +13,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.build_sequences import build_sequences
-from flows.evaluate import evaluate
-from flows.ingest import ingest
-from flows.score_all import score_all
-from flows.train_ranking import train_ranking
-from flows.train_retrieval import train_retrieval
+from flows.retrain import retrain, selected_steps  # noqa: F401 - selected_steps: re-exported
 
 DEFAULT_DATA = Path("data") / "generated-small-seed0"
-
-
-def selected_steps(summary: dict) -> int:
-    """The step the validation selected (the refit trains that long); all steps if none was selected."""
-    best = summary.get("best") or {}
-    return int(best.get("step") or summary["steps"])
 
 
 def report_text(paths: dict, evaluation_markdown: str, scoring: dict) -> str:
@@ -61,28 +51,13 @@ def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoin
         data_dir = str(DEFAULT_DATA if default_scale == "small" else Path("data") / f"generated-{default_scale}-seed{seed}")
         logger.info("no --data: generating the embedded default (%s) into %s", default_scale, data_dir)
         generate(Path(data_dir), scale=default_scale, seed=seed)
-    ingested = ingest(data_dir=data_dir, warehouse_dir=warehouse_dir)
-    built = build_sequences(warehouse_dir=warehouse_dir, min_user_events=min_user_events,
-                            min_item_events=min_item_events)
-    retrieval = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed)
-    ranking = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed,
-                            init_from_retrieval=True)
-    evaluation = evaluate(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed)
-    refits = {}
-    if refit:
-        refits["retrieval"] = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir,
-                                              profile=profile, seed=seed, refit=True,
-                                              steps=selected_steps(retrieval))
-        refits["ranking"] = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
-                                          seed=seed, refit=True, init_from_retrieval=True,
-                                          steps=selected_steps(ranking))
-    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n)
+    stages = retrain(data_dir=data_dir, warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
+                     min_user_events=min_user_events, min_item_events=min_item_events, top_n=top_n, seed=seed,
+                     refit=refit)
     paths = {"data": Path(data_dir), "warehouse": Path(warehouse_dir), "checkpoints": Path(checkpoint_dir)}
-    text = report_text(paths, evaluation["markdown"], scoring)
+    text = report_text(paths, stages["evaluation"]["markdown"], stages["scoring"])
     print(text)
-    return {"ingest": ingested, "build": built, "retrieval": retrieval, "ranking": ranking,
-            "evaluation": {k: v for k, v in evaluation.items() if k != "rows"}, "refit": refits,
-            "scoring": scoring, "report": text}
+    return {**stages, "report": text}
 
 
 if __name__ == "__main__":

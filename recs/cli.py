@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -109,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="serve Prefect deployments (nightly scoring, weekly retrain)")
     p.add_argument("--cron", default="0 2 * * *", help="nightly scoring schedule (default 02:00)")
     p.add_argument("--retrain-cron", default="0 3 * * 0", help="weekly retrain + score schedule")
-    p.add_argument("--timezone", default="UTC")
+    p.add_argument("--timezone", default="UTC", help="IANA timezone of both schedules (default UTC)")
+    p.add_argument("--data", default=None, help="CSV directory the weekly retrain re-ingests (default: keep the warehouse's events)")
+    p.add_argument("--profile", choices=["tiny", "cpu", "gpu"], default="cpu", help="model size profile of the weekly retrain")
     _add_warehouse(p)
     _add_checkpoints(p)
     return parser
@@ -120,10 +123,109 @@ def _print_result(result) -> None:
         print(json.dumps(result, indent=2, default=str))
 
 
+# Bad input: the CLI prints these as one line and exits 2 (anything else keeps its traceback).
+EXPECTED_ERRORS = (FileNotFoundError, ValueError)
+FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run"}
+
+
+def _require_warehouse(warehouse_dir: str) -> None:
+    from recs.warehouse import db_path
+
+    if not db_path(warehouse_dir).exists():
+        raise FileNotFoundError(f"no warehouse at {db_path(warehouse_dir)}: run `recs ingest` first")
+
+
+def _require_sequences(warehouse_dir: str) -> None:
+    from recs.sequences import read_meta
+
+    _require_warehouse(warehouse_dir)
+    read_meta(warehouse_dir)  # FileNotFoundError naming `recs build` when missing
+
+
+def _require_checkpoint(checkpoint_dir: str, model: str, variants: tuple[str, ...]) -> None:
+    """A `<checkpoint_dir>/<variant>/{best,latest}` must exist for one of the variants."""
+    root = Path(checkpoint_dir)
+    if not any((root / v / sub).exists() for v in variants for sub in ("best", "latest")):
+        raise FileNotFoundError(f"no {model} checkpoint under {root / variants[0]}: run `recs train-{model}` first")
+
+
+def _require_positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check what a stage needs before its flow starts: a flow that fails on bad input logs pages
+    (and starting Prefect costs seconds) for what one line can say."""
+    cmd = args.command
+    if cmd == "ingest" or (cmd in ("build", "run") and args.data):
+        from recs.ingest import locate_inputs
+
+        locate_inputs(Path(args.data))  # FileNotFoundError naming events.csv
+    if cmd == "build":
+        from recs.sequences import validate_params
+
+        if not args.data:
+            _require_warehouse(args.warehouse)
+        validate_params(min_user_events=args.min_user_events, min_item_events=args.min_item_events,
+                        history_len=args.history_len, max_candidates=args.max_candidates,
+                        train_quantile=args.train_quantile, val_quantile=args.val_quantile)
+    elif cmd == "run":
+        _require_positive("--min-user-events", args.min_user_events)
+        _require_positive("--min-item-events", args.min_item_events)
+        _require_positive("--top-n", args.top_n)
+    elif cmd in ("train-retrieval", "train-ranking"):
+        _require_sequences(args.warehouse)
+        _require_positive("--steps", args.steps)
+        if cmd == "train-ranking" and args.freeze_embeddings and not args.init_from_retrieval:
+            raise ValueError("--freeze-embeddings needs --init-from-retrieval (frozen random tables learn nothing)")
+        if cmd == "train-ranking" and args.init_from_retrieval:
+            _require_checkpoint(args.checkpoints, "retrieval", ("retrieval_serving",) if args.refit else ("retrieval",))
+    elif cmd == "evaluate":
+        _require_sequences(args.warehouse)
+        for model in ("retrieval", "ranking"):
+            _require_checkpoint(args.checkpoints, model, (model,))
+    elif cmd == "score":
+        _require_sequences(args.warehouse)
+        _require_positive("--top-n", args.top_n)
+        for model in ("retrieval", "ranking"):
+            _require_checkpoint(args.checkpoints, model, (f"{model}_serving", model))
+    elif cmd == "recommend":
+        _require_positive("--top-n", args.top_n)
+
+
+class _OneLineExpectedErrors(logging.Filter):
+    """On the console handler only: drop the traceback of an expected bad-input error from a
+    Prefect log record (the CLI prints the error itself, as one line). The API log handler sits
+    on the flow/task-run loggers, so it formats the record first: the Prefect UI keeps the
+    full traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_expected_tracebacks() -> None:
+    """Install the filter on Prefect's console handler(s) (idempotent)."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()  # the handlers exist from here on (`import prefect` alone defers this)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _OneLineExpectedErrors) for f in handler.filters):
+            handler.addFilter(_OneLineExpectedErrors())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd = args.command
     try:
+        validate_args(args)
+        if cmd in FLOW_COMMANDS:
+            quiet_expected_tracebacks()
         if cmd == "generate":
             from recs.generate import generate
 
@@ -180,10 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             from flows.deploy import serve_deployments
 
             serve_deployments(cron=args.cron, retrain_cron=args.retrain_cron, timezone=args.timezone,
-                              warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints)
-    except (FileNotFoundError, ValueError) as exc:
+                              warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints,
+                              data_dir=args.data, profile=args.profile)
+    except EXPECTED_ERRORS as exc:
         # Bad input: one clear line, no traceback; nothing has been published.
-        print(f"recs {cmd}: error: {exc}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"recs {cmd}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

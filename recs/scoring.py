@@ -12,8 +12,10 @@ as parquet; one short transaction publishes the run (recs/publish.py).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -93,22 +95,63 @@ def fill_from_fallback(chosen: np.ndarray, fallback: np.ndarray, excluded: np.nd
     return filled, from_fb
 
 
-def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
-                        top_n: int = 20, action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0),
-                        retrieve_k: int = 100, recent_k: int = 16, exclude_unavailable: bool = True,
-                        exclude_bought: bool = True, trending_days: float = 7.0, keep_runs: int = 3,
-                        chunk_rows: int = 65_536, batch_size: int = 256, run_id: str | None = None,
-                        progress: bool = True) -> dict:
-    """Score every customer and publish the run; returns the run summary."""
-    from model.data import SequenceTables, serving_histories
-    from model.serving import SOURCE_NAMES, Recommender, ServingConfig, bought_matrix
+@dataclass
+class Scorer:
+    """Everything a scoring run holds in memory: sequence tables, both models behind the rules,
+    the warehouse inputs and the ranked popularity fallback."""
+
+    tables: Any  # model.data.SequenceTables (items and customers; no splits)
+    recommender: Any  # model.serving.Recommender
+    config: Any  # model.serving.ServingConfig
+    inputs: dict  # warehouse_inputs(): available, bought, trending
+    fallback: np.ndarray  # int32 ranked item_idx the lists are topped up from
+    model_version: str
+    source_names: np.ndarray  # object [S]: source code -> name ("" = empty slot, last = popularity)
+
+    def score_chunk(self, chunk, run_id: str, generated_at: datetime) -> tuple[pa.Table, int]:
+        """Recommendation rows of one `ServingChunk` (RECOMMENDATION_SCHEMA columns) and the
+        number of its customers without usable history (all on the fallback)."""
+        from model.serving import bought_matrix
+
+        config, tables, top_n = self.config, self.tables, self.config.top_n
+        n = len(chunk.customer_idx)
+        bought = (bought_matrix(chunk.customer_idx, self.inputs["bought"], config.max_bought) if config.exclude_bought
+                  else np.zeros((n, 1), np.int32))
+        recs = self.recommender.recommend(chunk.history, chunk.history_item_idx, bought, top_n=top_n)
+        items, from_fb = fill_from_fallback(recs.item_idx, self.fallback, bought, top_n)
+        has_history = (chunk.history_item_idx > 0).any(axis=1)
+        source = np.where(from_fb, len(self.source_names) - 1, recs.source.astype(np.int64))
+        valid = items > 0
+        rows, slots = np.nonzero(valid)
+        probs = np.where(from_fb[..., None], np.nan, recs.probs)
+        score = np.where(from_fb, np.nan, recs.score)
+        table = pa.table({
+            "run_id": pa.array(np.full(len(rows), run_id, dtype=object), pa.string()),
+            "customer_id": chunk.visitorid[rows],
+            "rank": (np.cumsum(valid, axis=1)[rows, slots]).astype(np.int32),
+            "item_id": tables.item_ids[items[rows, slots]].astype(np.int64),
+            "score": pa.array(score[rows, slots].astype(np.float64), from_pandas=True),
+            "p_transaction": pa.array(probs[rows, slots, 0].astype(np.float64), from_pandas=True),
+            "p_addtocart": pa.array(probs[rows, slots, 1].astype(np.float64), from_pandas=True),
+            "p_view": pa.array(probs[rows, slots, 2].astype(np.float64), from_pandas=True),
+            "source": pa.array(self.source_names[source[rows, slots]], pa.string()),
+            "model_version": pa.array(np.full(len(rows), self.model_version, dtype=object), pa.string()),
+            "generated_at": pa.array(np.full(len(rows), np.datetime64(generated_at, "us"))),
+        })
+        return table, int((~has_history).sum())
+
+
+def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
+                top_n: int = 20, action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0),
+                retrieve_k: int = 100, recent_k: int = 16, exclude_unavailable: bool = True,
+                exclude_bought: bool = True, trending_days: float = 7.0, batch_size: int = 256) -> Scorer:
+    """Load the serving checkpoints, the sequence tables and the warehouse inputs (read-only)."""
+    from model.data import SequenceTables
+    from model.serving import SOURCE_NAMES, Recommender, ServingConfig
     from model.tasks import corpus_mask
 
     if top_n < 1:
         raise ValueError("top_n must be >= 1")
-    started = time.perf_counter()
-    generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    run_id = run_id or new_run_id()
     profile, retrieval_params, ranking_params, model_version = load_serving_models(checkpoint_dir)
     tables = SequenceTables.load(sequences_dir(warehouse_dir), splits=(), history_len=profile.model.history_len)
     inputs = warehouse_inputs(warehouse_dir, tables, trending_days)
@@ -126,50 +169,47 @@ def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
         fallback = np.concatenate([fallback, extra[eligible[extra] & ~np.isin(extra, fallback)]])
     fallback = fallback[: max(top_n * 4, top_n + config.max_bought)].astype(np.int32)
     source_names = np.array(["", *[SOURCE_NAMES[k] for k in sorted(SOURCE_NAMES)], "popularity"], dtype=object)
-    popularity_code = len(source_names) - 1
+    return Scorer(tables, recommender, config, inputs, fallback, model_version, source_names)
+
+
+def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
+                        top_n: int = 20, action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0),
+                        retrieve_k: int = 100, recent_k: int = 16, exclude_unavailable: bool = True,
+                        exclude_bought: bool = True, trending_days: float = 7.0, keep_runs: int = 3,
+                        chunk_rows: int = 65_536, batch_size: int = 256, run_id: str | None = None,
+                        progress: bool = True) -> dict:
+    """Score every customer and publish the run; returns the run summary."""
+    from model.data import serving_histories
+
+    if top_n < 1:
+        raise ValueError("top_n must be >= 1")
+    started = time.perf_counter()
+    generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    run_id = run_id or new_run_id()
+    scorer = load_scorer(warehouse_dir, checkpoint_dir, top_n=top_n, action_weights=action_weights,
+                         retrieve_k=retrieve_k, recent_k=recent_k, exclude_unavailable=exclude_unavailable,
+                         exclude_bought=exclude_bought, trending_days=trending_days, batch_size=batch_size)
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(tables.meta.get("n_serving", 0)) or None, desc="score", unit="customer",
+        bar = tqdm(total=int(scorer.tables.meta.get("n_serving", 0)) or None, desc="score", unit="customer",
                    mininterval=1.0)
     n_customers = n_fallback = n_rows = 0
-    for shard, chunk in enumerate(serving_histories(tables, chunk_rows=chunk_rows)):
-        n = len(chunk.customer_idx)
-        bought = (bought_matrix(chunk.customer_idx, inputs["bought"], config.max_bought) if exclude_bought
-                  else np.zeros((n, 1), np.int32))
-        recs = recommender.recommend(chunk.history, chunk.history_item_idx, bought, top_n=top_n)
-        items, from_fb = fill_from_fallback(recs.item_idx, fallback, bought, top_n)
-        has_history = (chunk.history_item_idx > 0).any(axis=1)
-        source = np.where(from_fb, popularity_code, recs.source.astype(np.int64))
-        valid = items > 0
-        rows, slots = np.nonzero(valid)
-        probs = np.where(from_fb[..., None], np.nan, recs.probs)
-        score = np.where(from_fb, np.nan, recs.score)
-        table = pa.table({
-            "run_id": pa.array(np.full(len(rows), run_id, dtype=object), pa.string()),
-            "customer_id": chunk.visitorid[rows],
-            "rank": (np.cumsum(valid, axis=1)[rows, slots]).astype(np.int32),
-            "item_id": tables.item_ids[items[rows, slots]].astype(np.int64),
-            "score": pa.array(score[rows, slots].astype(np.float64), from_pandas=True),
-            "p_transaction": pa.array(probs[rows, slots, 0].astype(np.float64), from_pandas=True),
-            "p_addtocart": pa.array(probs[rows, slots, 1].astype(np.float64), from_pandas=True),
-            "p_view": pa.array(probs[rows, slots, 2].astype(np.float64), from_pandas=True),
-            "source": pa.array(source_names[source[rows, slots]], pa.string()),
-            "model_version": pa.array(np.full(len(rows), model_version, dtype=object), pa.string()),
-            "generated_at": pa.array(np.full(len(rows), np.datetime64(generated_at, "us"))),
-        })
+    for shard, chunk in enumerate(serving_histories(scorer.tables, chunk_rows=chunk_rows)):
+        table, chunk_fallback = scorer.score_chunk(chunk, run_id, generated_at)
         write_shard(table, warehouse_dir, run_id, shard)
+        n = len(chunk.customer_idx)
         n_customers += n
-        n_fallback += int((~has_history).sum())
-        n_rows += len(rows)
+        n_fallback += chunk_fallback
+        n_rows += table.num_rows
         if bar is not None:
             bar.update(n)
     if bar is not None:
         bar.close()
     duration = time.perf_counter() - started
-    summary = {"run_id": run_id, "generated_at": generated_at, "model_version": model_version,
+    summary = {"run_id": run_id, "generated_at": generated_at, "model_version": scorer.model_version,
                "n_customers": n_customers, "share_fallback": n_fallback / max(n_customers, 1),
                "duration_s": round(duration, 2), "top_n": top_n}
     published = publish_run(warehouse_dir, run_id, summary, keep_runs=keep_runs)

@@ -1,0 +1,65 @@
+"""Prefect flow `retrain`: rebuild, retrain, evaluate, refit and rescore (the weekly job).
+
+[ingest data_dir, if given] -> build sequences -> train retrieval -> train ranking (from
+retrieval's tables) -> evaluate on the test split -> refit both on all data for the number of
+steps validation selected -> score every customer. Each stage is its own flow (a subflow here),
+so the Prefect UI shows where time went and a failed stage can be re-run alone. `recs_run`
+(flows/run.py) is this flow after generating the default data.
+"""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.build_sequences import build_sequences
+from flows.evaluate import evaluate
+from flows.ingest import ingest
+from flows.score_all import score_all
+from flows.train_ranking import train_ranking
+from flows.train_retrieval import train_retrieval
+
+
+def selected_steps(summary: dict) -> int:
+    """The step the validation selected (the refit trains that long); all steps if none was selected."""
+    best = summary.get("best") or {}
+    return int(best.get("step") or summary["steps"])
+
+
+@flow(name="retrain")
+def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
+            profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 5, top_n: int = 20,
+            seed: int = 0, refit: bool = True, steps: int | None = None) -> dict:
+    """Every stage after the data lands; returns each stage's summary.
+
+    data_dir: re-ingest these CSVs first (None: use the warehouse's current events).
+    refit: also train serving models on all data (scoring prefers them when present).
+    steps: override both models' number of training steps (None: the profile's).
+    """
+    logger = get_run_logger()
+    ingested = None
+    if data_dir is not None:
+        ingested = ingest(data_dir=str(data_dir), warehouse_dir=warehouse_dir)
+    built = build_sequences(warehouse_dir=warehouse_dir, min_user_events=min_user_events,
+                            min_item_events=min_item_events)
+    retrieval = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
+                                steps=steps, seed=seed)
+    ranking = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
+                            steps=steps, seed=seed, init_from_retrieval=True)
+    evaluation = evaluate(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed)
+    refits = {}
+    if refit:
+        refits["retrieval"] = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir,
+                                              profile=profile, seed=seed, refit=True,
+                                              steps=selected_steps(retrieval))
+        refits["ranking"] = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
+                                          seed=seed, refit=True, init_from_retrieval=True,
+                                          steps=selected_steps(ranking))
+    else:
+        logger.info("refit=False: scoring uses the models selected on validation")
+    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n)
+    return {"ingest": ingested, "build": built, "retrieval": retrieval, "ranking": ranking,
+            "evaluation": {k: v for k, v in evaluation.items() if k != "rows"}, "refit": refits,
+            "scoring": scoring}
+
+
+if __name__ == "__main__":
+    retrain()
