@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Bump when the parameter layout of the models changes: checkpoints of another architecture
+# version are discarded instead of resumed (and refused for scoring with a clear message).
+ARCHITECTURE_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from model.batch import Items, RetrievalBatch
-from model.config import PROFILES, Profile
+from model.config import ARCHITECTURE_VERSION, PROFILES, Profile
 from model.data import (NegativeSampler, RankingBatchSource, RetrievalBatchSource, SequenceTables, SplitArrays,
                         StepArrays, eval_arrays, make_loader, negative_sampler)
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k, roc_auc
@@ -208,7 +208,8 @@ def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split
 
     task = TrainTask("retrieval", init_fn, loss_fn, validate, selection_metric="val_recall@100",
                      decay_mask=weight_decay_mask,
-                     meta={"profile": profile.to_dict(), "model": "retrieval"})
+                     meta={"profile": profile.to_dict(), "model": "retrieval",
+                           "architecture_version": ARCHITECTURE_VERSION})
     return task, model
 
 
@@ -270,6 +271,7 @@ def ranking_task(tables: SequenceTables, profile: Profile, *, validation_split: 
                      selection_metric="val_mean_auc", trainable=trainable, init_params=init_params,
                      decay_mask=weight_decay_mask,
                      meta={"profile": profile.to_dict(), "model": "ranking",
+                           "architecture_version": ARCHITECTURE_VERSION,
                            "init_from_retrieval": retrieval_params is not None,
                            "freeze_embeddings": freeze_embeddings})
     return task, model
@@ -288,7 +290,8 @@ def data_fingerprint(warehouse_dir: str | Path) -> str:
 
 
 def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> bool:
-    """Remove a checkpoint trained on other data or another profile (resuming it would be wrong).
+    """Remove a checkpoint trained on other data, another profile or another model architecture
+    version (resuming it would be wrong or impossible).
 
     Returns True when something was removed. A checkpoint of the same data and profile is kept,
     so a re-run resumes (or, when complete, returns at once).
@@ -302,7 +305,8 @@ def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> 
     meta = json.loads(metas[-1].read_text())
     # Compare as stored: the JSON round trip turns the profile's tuples into lists.
     same_profile = meta.get("profile") == json.loads(json.dumps(profile.to_dict()))
-    if meta.get("data_fingerprint") == fingerprint and same_profile:
+    same_architecture = meta.get("architecture_version") == ARCHITECTURE_VERSION
+    if meta.get("data_fingerprint") == fingerprint and same_profile and same_architecture:
         return False
     shutil.rmtree(ckpt)
     return True

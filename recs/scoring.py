@@ -28,13 +28,17 @@ DAY_MS = 86_400_000
 
 def load_serving_models(checkpoint_dir: str | Path):
     """(profile, retrieval params, ranking params, model_version) of the checkpoints scoring uses."""
-    from model.config import Profile
+    from model.config import ARCHITECTURE_VERSION, Profile
     from model.tasks import serving_checkpoint
     from model.train import load_best_params
 
     ret_dir, rank_dir = serving_checkpoint(checkpoint_dir, "retrieval"), serving_checkpoint(checkpoint_dir, "ranking")
     retrieval_params, ret_meta = load_best_params(ret_dir)
     ranking_params, rank_meta = load_best_params(rank_dir)
+    for directory, meta in ((ret_dir, ret_meta), (rank_dir, rank_meta)):
+        if meta.get("architecture_version") != ARCHITECTURE_VERSION:
+            raise ValueError(f"{directory} was trained by another model version "
+                             f"({meta.get('architecture_version')} != {ARCHITECTURE_VERSION}): retrain with `recs run`")
     profile = Profile.from_dict(ret_meta["profile"])
     if Profile.from_dict(rank_meta["profile"]).model != profile.model:
         raise ValueError(f"{ret_dir} and {rank_dir} were trained with different model configs: retrain both")
