@@ -112,7 +112,7 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(emb_dim=64, num_layers=2, num_q_heads=4, num_kv_heads=2, key_size=16,
                           widening_factor=2.0, history_len=32, num_candidates=16, retrieval_dim=64),
         # Measured here (2 shared cores): retrieval ~0.3 s/step, ranking ~0.2 s/step.
-        retrieval=TrainConfig(batch_size=128, steps=400, learning_rate=2e-3, warmup_steps=40,
+        retrieval=TrainConfig(batch_size=128, steps=300, learning_rate=2e-3, warmup_steps=40,
                               eval_every=100, num_negatives=512, max_targets=2_048),
         ranking=TrainConfig(batch_size=128, steps=400, learning_rate=5e-3, warmup_steps=40, eval_every=100),
     ),
