@@ -53,7 +53,7 @@ def make_ranking_model(config: ModelConfig) -> RankingModel:
                                       + embedder.candidate_context(candidates, history)], axis=1)
             mask = attention_mask(history.item_id != 0, candidates.item_id != 0)
             positions = token_positions(hist_len, num_candidates, config.history_len)
-            states = transformer(tokens, mask, positions)[:, 1 + hist_len:]
+            states = transformer(tokens, mask, positions, num_candidates)[:, 1 + hist_len:]
             return action_head(states).astype(jnp.float32)
 
         def loss(batch: RankingBatch, action_weights: Sequence[float] = DEFAULT_ACTION_WEIGHTS

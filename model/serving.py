@@ -146,8 +146,8 @@ class Recommender:
             rows = np.flatnonzero((bucket == b) & (lengths > 0))
             for start in range(0, len(rows), cfg.batch_size):
                 part = rows[start:start + cfg.batch_size]
-                pad = cfg.batch_size - len(part) if len(rows) > cfg.batch_size else 0
-                idx = np.concatenate([part, np.repeat(part[-1:], pad)])  # fixed shapes: fewer compiles
+                pad = cfg.batch_size - len(part)  # always full batches: one compile per width
+                idx = np.concatenate([part, np.repeat(part[-1:], pad)])
                 hist = History(*(x[idx] if x.ndim == 1 else x[idx][:, -width:] for x in history))
                 res = self._score(self.retrieval_params, self.ranking_params, self.corpus_vectors, hist,
                                   jnp.asarray(history_idx[idx][:, -width:]), jnp.asarray(bought_idx[idx]),

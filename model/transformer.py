@@ -112,8 +112,14 @@ class GroupedQueryAttention(hk.Module):
         self.rope_max_wavelength = rope_max_wavelength
         self.compute_dtype = compute_dtype
 
-    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array) -> jax.Array:
-        """x [B, T, D], mask bool [B, 1, T, T], positions [T] or [B, T] -> [B, T, D] float32."""
+    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array, num_candidates: int = 0) -> jax.Array:
+        """x [B, T, D], mask bool [B, 1, T, T], positions [T] or [B, T] -> [B, T, D] float32.
+
+        num_candidates > 0 declares the last C tokens isolated candidates (each attends to the
+        first T - C tokens and itself only, as `mask` says): their attention is then computed
+        against the context keys plus one self column, O(C * (T - C)) instead of O(T^2), with the
+        same result (the candidate-by-candidate block of the mask is diagonal).
+        """
         batch, num_tokens, model_dim = x.shape
         groups = self.num_q_heads // self.num_kv_heads
         dense = lambda size, name: Dense(size, compute_dtype=self.compute_dtype, name=name)  # noqa: E731
@@ -126,14 +132,44 @@ class GroupedQueryAttention(hk.Module):
         query = apply_rotary(query, positions, self.rope_max_wavelength)
         key = apply_rotary(key, positions, self.rope_max_wavelength)
 
+        context = num_tokens - num_candidates
+        out = self._attend(query[:, :context], key[:, :context], value[:, :context],
+                           mask[:, :, :context, :context])  # [B, T-C, Hq * K]
+        if num_candidates:
+            out = jnp.concatenate([out, self._attend_candidates(
+                query[:, context:], key, value, mask[:, :, context:], context)], axis=1)
+        return dense(model_dim, "output")(out).astype(jnp.float32)
+
+    def _attend(self, query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:
+        """Masked softmax attention: query [B, T, Hkv, G, K] over key/value [B, S, Hkv, K] -> [B, T, Hq * K]."""
+        batch, num_queries, kv_heads, groups, key_size = query.shape
         logits = attention_logits(query, key, self.attn_logit_cap)  # [B, Hkv, G, T, S]
         logits = jnp.where(mask[:, :, None], logits, MASKED_LOGIT)  # mask [B, 1, 1, T, S]
         weights = jax.nn.softmax(logits, axis=-1).astype(self.compute_dtype)
-        weights = weights.reshape(batch, self.num_kv_heads, groups * num_tokens, num_tokens)
+        weights = weights.reshape(batch, kv_heads, groups * num_queries, key.shape[1])
         out = jnp.einsum("bhqs,bhsk->bhqk", weights, value.transpose(0, 2, 1, 3))  # [B, Hkv, G*T, K]
-        out = out.reshape(batch, self.num_kv_heads, groups, num_tokens, self.key_size).transpose(0, 3, 1, 2, 4)
-        out = out.reshape(batch, num_tokens, self.num_q_heads * self.key_size)
-        return dense(model_dim, "output")(out).astype(jnp.float32)
+        out = out.reshape(batch, kv_heads, groups, num_queries, key_size).transpose(0, 3, 1, 2, 4)
+        return out.reshape(batch, num_queries, self.num_q_heads * key_size)
+
+    def _attend_candidates(self, query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
+                           context: int) -> jax.Array:
+        """Candidate queries [B, C, Hkv, G, K] over the context keys and their own key only."""
+        batch, num_candidates, kv_heads, groups, key_size = query.shape
+        ctx_logits = attention_logits(query, key[:, :context], self.attn_logit_cap)  # [B, Hkv, G, C, S]
+        ctx_logits = jnp.where(mask[:, :, None, :, :context], ctx_logits, MASKED_LOGIT)
+        own_key, own_value = key[:, context:], value[:, context:]  # [B, C, Hkv, K]
+        self_logits = jnp.einsum("bchgk,bchk->bhgc", query, own_key, preferred_element_type=jnp.float32)
+        self_logits = soft_cap(self_logits / math.sqrt(key_size), self.attn_logit_cap)
+        diagonal = jnp.diagonal(mask[:, 0, :, context:], axis1=1, axis2=2)  # [B, C]
+        self_logits = jnp.where(diagonal[:, None, None, :], self_logits, MASKED_LOGIT)
+        weights = jax.nn.softmax(jnp.concatenate([ctx_logits, self_logits[..., None]], axis=-1), axis=-1)
+        weights = weights.astype(self.compute_dtype)
+        ctx_w = weights[..., :context].reshape(batch, kv_heads, groups * num_candidates, context)
+        out = jnp.einsum("bhqs,bhsk->bhqk", ctx_w, value[:, :context].transpose(0, 2, 1, 3))
+        out = out.reshape(batch, kv_heads, groups, num_candidates, key_size)
+        out = out + weights[..., context][..., None] * own_value.transpose(0, 2, 1, 3)[:, :, None]
+        out = out.transpose(0, 3, 1, 2, 4)  # [B, C, Hkv, G, K]
+        return out.reshape(batch, num_candidates, self.num_q_heads * key_size)
 
 
 def ffn_size(model_dim: int, widening_factor: float) -> int:
@@ -184,8 +220,11 @@ class Transformer(hk.Module):
                    attn_logit_cap=config.attn_logit_cap, rope_max_wavelength=config.rope_max_wavelength,
                    compute_dtype=config.compute_dtype, name=name)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array) -> jax.Array:
-        """x [B, T, D] -> [B, T, D] float32 (final-normed); mask bool [B, 1, T, T]; positions [T] or [B, T]."""
+    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array, num_candidates: int = 0) -> jax.Array:
+        """x [B, T, D] -> [B, T, D] float32 (final-normed); mask bool [B, 1, T, T]; positions [T] or [B, T].
+
+        num_candidates: the last C tokens are isolated candidates (see GroupedQueryAttention).
+        """
         h = x.astype(jnp.float32)
         for layer in range(self.num_layers):
             with hk.name_scope(f"layer_{layer}"):
@@ -193,7 +232,7 @@ class Transformer(hk.Module):
                     self.num_q_heads, self.num_kv_heads, self.key_size, attn_logit_cap=self.attn_logit_cap,
                     rope_max_wavelength=self.rope_max_wavelength, compute_dtype=self.compute_dtype,
                     name="attention")
-                a = attn(RMSNorm(name="pre_attention_norm")(h), mask, positions)
+                a = attn(RMSNorm(name="pre_attention_norm")(h), mask, positions, num_candidates)
                 h = h + RMSNorm(name="post_attention_norm")(a)
                 ffn = GatedGeluFeedForward(self.widening_factor, compute_dtype=self.compute_dtype, name="ffn")
                 f = ffn(RMSNorm(name="pre_ffn_norm")(h))

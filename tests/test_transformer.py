@@ -132,3 +132,28 @@ def test_masked_keys_do_not_influence_outputs(inputs, float32_model) -> None:
     # Perturb a padded history token of row 1: no real token may move.
     bumped = np.asarray(model.apply(params, x.at[1, 1].add(5.0), mask, pos))
     np.testing.assert_allclose(np.delete(bumped[1], 1, axis=0), np.delete(base[1], 1, axis=0), atol=1e-5)
+
+
+def test_candidate_fast_path_equals_dense_attention():
+    """Attention of isolated candidates against context + self equals the full masked softmax."""
+    import haiku as hk
+
+    from model.mask import attention_mask, token_positions
+    from model.transformer import GroupedQueryAttention
+
+    b, hist, c, d = 3, 5, 4, 16
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(b, 1 + hist + c, d)).astype(np.float32))
+    history_valid = jnp.asarray([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+    candidate_valid = jnp.asarray([[1, 1, 0, 1], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
+    mask = attention_mask(history_valid, candidate_valid)
+    positions = token_positions(hist, c, hist)
+
+    def attend(num_candidates):
+        return GroupedQueryAttention(4, 2, 8, name="attention")(x, mask, positions, num_candidates)
+
+    fn = hk.without_apply_rng(hk.transform(attend))
+    params = fn.init(jax.random.PRNGKey(0), 0)
+    dense = fn.apply(params, 0)
+    fast = fn.apply(params, c)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(dense), atol=1e-5)
