@@ -7,9 +7,9 @@ them to the warehouse table `eval_metrics`.
   over the whole item corpus, for the two-tower model, popularity and item-kNN;
 - ranking: AUC per action and their mean, and Purchase Rate@10, on the ranking layout (window
   positives + popularity negatives), for the ranking model, popularity and item-kNN scores;
-- end_to_end: retrieve 100 + recent items, rank, top 10 / 20: Recall, MRR of the next item and
-  Purchase Rate@10 (share of windows with a purchase whose top 10 holds a purchased item),
-  beside the baselines' own top lists.
+- end_to_end: retrieve 100 + recent items, rank, top 10 / 20 (topped up with popularity when
+  short, as served): Recall, MRR of the next item and Purchase Rate@10 (share of windows with a
+  purchase whose top 10 holds a purchased item), beside the baselines' own top lists.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from model.tasks import (checkpoint_path, corpus_mask, get_profile, load_tables,
 from model.ranking import make_ranking_model
 from model.retrieval import make_retrieval_model
 from model.train import load_best_params
+from recs.scoring import fill_from_fallback
 
 KS = (10, 20, 50, 100)
 
@@ -129,7 +130,12 @@ def evaluate_all(warehouse_dir: str | Path, checkpoint_dir: str | Path, profile:
                               corpus=valid_items, available=np.ones_like(valid_items),
                               config=ServingConfig(exclude_unavailable=False, exclude_bought=False, top_n=20))
     recs = recommender.recommend(history, hist_idx, top_n=20)
-    results += _top_list_rows("two_tower+ranker", recs.item_idx, next_item, purchased)
+    # As served (recs/scoring.py): lists the models leave short, e.g. no usable history, are
+    # topped up with popularity; otherwise those rows would count as misses the customer never sees.
+    fallback = _baseline_top(popularity, np.zeros((1, 1), np.int32), valid_items, 40)[0]
+    served, _ = fill_from_fallback(recs.item_idx, fallback[fallback > 0].astype(np.int32),
+                                   np.zeros((n, 1), np.int32), 20)
+    results += _top_list_rows("two_tower+ranker", served, next_item, purchased)
     results += _top_list_rows("popularity", _baseline_top(popularity, hist_idx, valid_items, 20), next_item, purchased)
     results += _top_list_rows("item_knn", _baseline_top(knn, hist_idx, valid_items, 20), next_item, purchased)
     for r in results:
