@@ -47,9 +47,18 @@ def checkpoint_path(checkpoint_dir: str | Path, model: str, refit: bool = False)
 
 
 def serving_checkpoint(checkpoint_dir: str | Path, model: str) -> Path:
-    """The checkpoint scoring uses: the refit if it exists, else the selected model."""
+    """The checkpoint scoring uses: the refit if it exists and is not older than the selected
+    model (a later `recs train-*` without `--refit` must not be shadowed by a stale refit)."""
     refit = checkpoint_path(checkpoint_dir, model, refit=True)
-    return refit if (refit / "best").exists() or (refit / "latest").exists() else checkpoint_path(checkpoint_dir, model)
+    selected = checkpoint_path(checkpoint_dir, model)
+
+    def newest(root: Path) -> float:
+        stamps = [p.stat().st_mtime for p in root.glob("*/*/_CHECKPOINT_METADATA")]
+        stamps += [p.stat().st_mtime for p in root.glob("*/*/meta")]
+        return max(stamps, default=-1.0)
+
+    has_refit = newest(refit) >= 0
+    return refit if has_refit and newest(refit) >= newest(selected) else selected
 
 
 def _left_pad_to(a: np.ndarray, width: int) -> np.ndarray:

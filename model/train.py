@@ -177,8 +177,9 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
             if not _finite(last_metrics["loss"]):
                 raise FloatingPointError(
                     f"{task.name}: loss is {last_metrics['loss']} at step {step}; stopping. "
-                    f"Last good checkpoint: {latest_mgr.directory} step {latest_mgr.latest_step()}. "
-                    "Lower the learning rate or check the input data.")
+                    + (f"Last good checkpoint: {latest_mgr.directory} step {latest_mgr.latest_step()}. "
+                       if latest_mgr.latest_step() is not None else "No checkpoint was saved yet. ")
+                    + "Lower the learning rate or check the input data.")
             rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
             bar.update(window_steps, last_metrics["loss"], rate * (batch_size or 0))
             window_start, window_steps = time.perf_counter(), 0
@@ -189,14 +190,17 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
                 record.update(task.validate(state.params))
                 bar.write(f"{task.name} step {step}: " + " ".join(
                     f"{k}={v:.4f}" for k, v in record.items() if k != "step"))
+            improved = False
             if is_eval:
                 history.append(record)
                 if task.validate is not None and (best_record is None or _better(
                         record[task.selection_metric], best_record[task.selection_metric], task.selection_mode)):
-                    best_record = record
+                    best_record, improved = record, True
             meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name)
             _save(latest_mgr, step, state, iterator, meta)
-            if is_eval and task.validate is not None:
+            # Only a strictly better validation replaces best/: on a tie the earlier step stays, the
+            # one meta["best"] (and the refit's selected steps) name.
+            if improved:
                 best_mgr.save(step, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state.params), meta=ocp.args.JsonSave(meta)),
                     metrics={task.selection_metric: float(record[task.selection_metric])})

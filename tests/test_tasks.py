@@ -84,8 +84,6 @@ def test_tiny_profile_trains_both_models_into_latest_and_best(tiny_trained: Tiny
     assert checkpoint_meta(Path(tiny_trained.ranking["checkpoint"]))["init_from_retrieval"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="model/train.py: on a tie of the selection metric Orbax's best/ manager "
-                   "keeps the later step while meta['best'] (and the refit's selected_steps) name the earlier one")
 def test_best_checkpoint_is_the_step_the_summary_names(tiny_trained: TinyTrained):
     for summary in (tiny_trained.retrieval, tiny_trained.ranking):
         assert step_dirs(Path(summary["checkpoint"]), "best") == [summary["best"]["step"]]
