@@ -34,8 +34,8 @@ Evaluation on the test split (eval_metrics):
 Scoring run {scoring['run_id']}: {scoring['n_customers']:,} customers, {scoring['share_fallback']:.1%} on the popularity fallback, {scoring['duration_s']} s.
 
 Query it:
-  duckdb -readonly {db} "SELECT customer_id, rank, item_id, round(score, 3) AS score, source FROM latest_recommendations WHERE customer_id = (SELECT min(customer_id) FROM latest_recommendations) ORDER BY rank"
-  (or: .venv/bin/python -c "import duckdb; print(duckdb.connect('{db}', read_only=True).sql('SELECT * FROM latest_recommendations LIMIT 20'))")
+  .venv/bin/python -c "import duckdb; print(duckdb.connect('{db}', read_only=True).sql('SELECT customer_id, rank, item_id, round(score, 3) AS score, source FROM latest_recommendations WHERE customer_id = (SELECT min(customer_id) FROM latest_recommendations) ORDER BY rank'))"
+  (with the DuckDB CLI: duckdb -readonly {db} "SELECT customer_id, rank, item_id, round(score, 3) AS score, source FROM latest_recommendations WHERE customer_id = (SELECT min(customer_id) FROM latest_recommendations) ORDER BY rank")
 """
 
 
