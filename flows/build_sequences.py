@@ -11,17 +11,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from flows._common import is_transient
 from recs.sequences import build_sequence_tables, validate_params
 from recs.warehouse import connect, db_path
 
 
-def _is_transient(task, task_run, state) -> bool:
-    """Retry I/O hiccups only: bad input or parameters fail the same way every time."""
-    exc = state.data
-    return not isinstance(exc, (ValueError, FileNotFoundError))
-
-
-@task(retries=1, retry_delay_seconds=2, retry_condition_fn=_is_transient, cache_policy=NONE)
+@task(retries=1, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
 def build_tables(warehouse_dir: str, params: dict[str, Any]) -> dict[str, Any]:
     """Build the sequence tables of one warehouse (one writer connection, closed on return)."""
     if not db_path(warehouse_dir).exists():

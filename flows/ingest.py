@@ -6,30 +6,18 @@ then a second task appends the run to ingest_runs and a markdown artifact summar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
+from flows._common import is_transient
 from recs.ingest import ingest_dir, locate_inputs, record_ingest_run, report_markdown
 from recs.warehouse import connect
 
 
-def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient I/O failures (e.g. another writer holding the DuckDB lock), but not
-    missing or garbled input: retrying cannot fix those."""
-    try:
-        state.result()
-    except (FileNotFoundError, ValueError):
-        return False
-    except Exception:
-        return True
-    return True
-
-
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input, cache_policy=NONE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
 def load_warehouse(data_dir: str, warehouse_dir: str, plausible_window_days: int) -> dict:
     """Rebuild events, quarantine_events, categories, item_snapshots and items from data_dir."""
     locate_inputs(Path(data_dir))  # fail on a missing events.csv before opening the warehouse
