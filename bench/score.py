@@ -179,7 +179,10 @@ def isolated_pass(warehouse: Path, ckpt_dir: Path, batch_size: int, repeats: int
     lengths = (chunk.history_item_idx > 0).sum(axis=1)
     rows = np.argsort(-lengths, kind="stable")[:batch_size]
     full = History(*(x[rows] for x in chunk.history))
-    logits_fn = jax.jit(ranking.logits)
+    # As serving does: candidate tokens depend on the item alone and are computed once per item
+    # (Recommender.candidate_token_table), outside the per-customer pass being timed.
+    logits_fn = jax.jit(ranking.logits_with_tokens)
+    token_fn = jax.jit(ranking.candidate_tokens)
     results = []
     for width in (profile.model.history_len, short_width):
         history = History(full.customer_id, *(x[:, -width:] for x in full[1:]))
@@ -187,16 +190,17 @@ def isolated_pass(warehouse: Path, ckpt_dir: Path, batch_size: int, repeats: int
         _, top = jax.lax.top_k(users @ corpus_vecs.T, NUM_CANDIDATES)
         idx = corpus[np.asarray(top)]
         cands = Items(tables.item_ids[idx], tables.item_category[idx], tables.item_root[idx])
-        singles = [Items(*(x[:, j:j + 1] for x in cands)) for j in range(NUM_CANDIDATES)]
-        one = logits_fn(ranking_params, history, cands).block_until_ready()  # compile [B, 100]
-        logits_fn(ranking_params, history, singles[0]).block_until_ready()  # compile [B, 1]
+        tokens = token_fn(ranking_params, cands)
+        singles = [(Items(*(x[:, j:j + 1] for x in cands)), tokens[:, j:j + 1]) for j in range(NUM_CANDIDATES)]
+        one = logits_fn(ranking_params, history, cands, tokens).block_until_ready()  # compile [B, 100]
+        logits_fn(ranking_params, history, *singles[0]).block_until_ready()  # compile [B, 1]
         with timer() as t_one:
             for _ in range(repeats):
-                one = logits_fn(ranking_params, history, cands)
+                one = logits_fn(ranking_params, history, cands, tokens)
             one.block_until_ready()
         with timer() as t_many:
             for _ in range(repeats):
-                many = [logits_fn(ranking_params, history, s) for s in singles]
+                many = [logits_fn(ranking_params, history, *s) for s in singles]
             jax.block_until_ready(many)
         diff = float(jnp.max(jnp.abs(one - jnp.concatenate(many, axis=1))))
         results.append({"width": width, "one_ms": 1e3 * t_one() / repeats, "many_ms": 1e3 * t_many() / repeats,

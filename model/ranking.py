@@ -35,6 +35,11 @@ class RankingModel(NamedTuple):
     init: Callable[..., hk.Params]
     logits: Callable[..., jax.Array]
     loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    # Serving: candidate tokens depend on the item alone, so a scorer computes them once per item
+    # (candidate_tokens(params, items) -> [..., D]) and reuses them for every customer:
+    # logits_with_tokens(params, history, candidates, tokens) == logits(params, history, candidates).
+    candidate_tokens: Callable[..., jax.Array]
+    logits_with_tokens: Callable[..., jax.Array]
 
 
 def make_ranking_model(config: ModelConfig) -> RankingModel:
@@ -45,12 +50,20 @@ def make_ranking_model(config: ModelConfig) -> RankingModel:
         transformer = Transformer.from_config(config)
         action_head = Dense(len(ACTION_NAMES), use_bias=True, name="action_head")  # float32 head
 
+        def candidate_tokens(candidates: Items) -> jax.Array:
+            return embedder.candidate_tokens(candidates)
+
         def logits(history: History, candidates: Items) -> jax.Array:
+            return logits_with_tokens(history, candidates, None)
+
+        def logits_with_tokens(history: History, candidates: Items, candidate_base: jax.Array | None) -> jax.Array:
             hist_len, num_candidates = history.item_id.shape[1], candidates.item_id.shape[1]
-            tokens = jnp.concatenate([embedder.customer_token(history.customer_id),
-                                      embedder.history_tokens(history),
-                                      embedder.candidate_tokens(candidates)
-                                      + embedder.candidate_context(candidates, history)], axis=1)
+            customer = embedder.customer_token(history.customer_id)
+            steps = embedder.history_tokens(history)
+            if candidate_base is None:  # created after the history modules: keeps Haiku's init order
+                candidate_base = embedder.candidate_tokens(candidates)
+            tokens = jnp.concatenate([customer, steps,
+                                      candidate_base + embedder.candidate_context(candidates, history)], axis=1)
             mask = attention_mask(history.item_id != 0, candidates.item_id != 0)
             positions = token_positions(hist_len, num_candidates, config.history_len)
             states = transformer(tokens, mask, positions, num_candidates)[:, 1 + hist_len:]
@@ -65,11 +78,12 @@ def make_ranking_model(config: ModelConfig) -> RankingModel:
         def init(batch: RankingBatch) -> None:
             logits(batch.history, batch.candidates)
 
-        return init, (logits, loss)
+        return init, (logits, loss, candidate_tokens, logits_with_tokens)
 
     transformed = hk.without_apply_rng(hk.multi_transform(build))
-    logits_fn, loss_fn = transformed.apply
-    return RankingModel(init=transformed.init, logits=logits_fn, loss=loss_fn)
+    logits_fn, loss_fn, candidate_tokens_fn, logits_with_tokens_fn = transformed.apply
+    return RankingModel(init=transformed.init, logits=logits_fn, loss=loss_fn,
+                        candidate_tokens=candidate_tokens_fn, logits_with_tokens=logits_with_tokens_fn)
 
 
 def _is_shared_embedding(module_name: str) -> bool:

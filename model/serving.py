@@ -86,11 +86,20 @@ class Recommender:
         self.corpus_idx = jnp.asarray(np.flatnonzero(corpus.astype(bool) & (np.arange(len(corpus)) > 0)), jnp.int32)
         corpus_items = Items(*(x[self.corpus_idx] for x in self.lookups[:3]))
         self.corpus_vectors = jax.jit(self.retrieval.item_vectors)(retrieval_params, corpus_items)
+        # Candidate tokens depend on the item alone: compute them once per item (row 0 = padding),
+        # not once per (customer, candidate) pair.
+        all_items = Items(*self.lookups[:3])
+        token_fn = jax.jit(self.ranking.candidate_tokens)
+        chunk = 16_384
+        self.candidate_token_table = jnp.concatenate([
+            token_fn(ranking_params, Items(*(x[i:i + chunk] for x in all_items)))
+            for i in range(0, len(item_ids), chunk)])
         self.num_items = len(item_ids) - 1
         self._score = jax.jit(self._score_batch, static_argnames=("top_n", "retrieve_k"))
+        self.ranking_inputs = (ranking_params, self.candidate_token_table)
 
     # -- the compiled core ---------------------------------------------------------------------
-    def _score_batch(self, retrieval_params, ranking_params, corpus_vectors, history: History,
+    def _score_batch(self, retrieval_params, ranking_inputs, corpus_vectors, history: History,
                      history_idx: jax.Array, bought_idx: jax.Array, *, top_n: int, retrieve_k: int):
         lk, cfg = self.lookups, self.config
         users = self.retrieval.serving_user_vector(retrieval_params, history)  # [n, D]
@@ -113,7 +122,9 @@ class Recommender:
         if cfg.exclude_bought:
             valid &= ~(cand[:, :, None] == bought_idx[:, None, :]).any(axis=2) | (cand == 0)
         items = Items(lk.item_id[cand] * valid, lk.category_id[cand] * valid, lk.root_id[cand] * valid)
-        logits = self.ranking.logits(ranking_params, history, items)  # [n, C, 3]
+        ranking_params, token_table = ranking_inputs
+        tokens = jnp.where(valid[..., None], token_table[cand], 0.0)  # = candidate_tokens(items)
+        logits = self.ranking.logits_with_tokens(ranking_params, history, items, tokens)  # [n, C, 3]
         probs = jax.nn.sigmoid(logits)
         weights = jnp.asarray(cfg.action_weights, jnp.float32)
         final = jnp.where(valid, probs @ weights, -jnp.inf)
@@ -149,7 +160,7 @@ class Recommender:
                 pad = cfg.batch_size - len(part)  # always full batches: one compile per width
                 idx = np.concatenate([part, np.repeat(part[-1:], pad)])
                 hist = History(*(x[idx] if x.ndim == 1 else x[idx][:, -width:] for x in history))
-                res = self._score(self.retrieval_params, self.ranking_params, self.corpus_vectors, hist,
+                res = self._score(self.retrieval_params, self.ranking_inputs, self.corpus_vectors, hist,
                                   jnp.asarray(history_idx[idx][:, -width:]), jnp.asarray(bought_idx[idx]),
                                   top_n=top_n, retrieve_k=cfg.retrieve_k)
                 m = len(part)

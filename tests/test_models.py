@@ -434,3 +434,24 @@ def test_recency_bucket_counts_steps_back_from_newest_and_ignores_padding():
     np.testing.assert_array_equal(recency_bucket(candidates, padded), recency_bucket(candidates, history))
     long_ago = jnp.concatenate([jnp.array([[4]]), jnp.ones((1, 39), history.dtype) * 8], axis=1)
     assert int(recency_bucket(jnp.array([[4]]), long_ago)[0, 0]) == 7  # 40 steps back: the last bucket
+
+
+def test_precomputed_candidate_tokens_give_the_same_logits():
+    """Serving computes candidate tokens once per item; the logits must not change."""
+    from model.config import PROFILES
+    from model.ranking import make_ranking_model
+
+    rng = np.random.default_rng(1)
+    b, h, c = 3, 6, 5
+    history = History(jnp.asarray(rng.integers(1, 99, b), jnp.int32),
+                      jnp.asarray(rng.integers(0, 50, (b, h)), jnp.int32),
+                      jnp.asarray(rng.integers(1, 9, (b, h)), jnp.int32),
+                      jnp.asarray(rng.integers(1, 3, (b, h)), jnp.int32), jnp.full((b, h), 4, jnp.int32))
+    candidates = Items(jnp.asarray(rng.integers(0, 50, (b, c)), jnp.int32),
+                       jnp.asarray(rng.integers(1, 9, (b, c)), jnp.int32),
+                       jnp.asarray(rng.integers(1, 3, (b, c)), jnp.int32))
+    model = make_ranking_model(PROFILES["tiny"].model)
+    params = model.init(jax.random.PRNGKey(0), RankingBatch(history, candidates, jnp.zeros((b, c), jnp.int32)))
+    direct = model.logits(params, history, candidates)
+    cached = model.logits_with_tokens(params, history, candidates, model.candidate_tokens(params, candidates))
+    np.testing.assert_allclose(np.asarray(cached), np.asarray(direct), atol=1e-6)
