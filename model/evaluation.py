@@ -20,7 +20,7 @@ import numpy as np
 from model.baselines import ItemKNN, Popularity
 from model.batch import ACTION_NAMES, TRANSACTION, Items
 from model.data import SequenceTables, eval_arrays
-from model.metrics import mrr_at_k, ndcg_at_k, purchase_rate_at_k, rank_of_targets, ranks_in_chunks, recall_at_k
+from model.metrics import mrr_at_k, ndcg_at_k, purchase_rate_at_k, ranks_in_chunks, recall_at_k
 from model.serving import Recommender, ServingConfig
 from model.tasks import (checkpoint_path, corpus_mask, get_profile, load_tables, mean_action_auc, ranking_logits,
                          retrieval_ranks)
@@ -157,4 +157,4 @@ def metrics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_all", "metrics_markdown", "KS", "rank_of_targets"]
+__all__ = ["evaluate_all", "metrics_markdown", "KS"]

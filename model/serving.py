@@ -78,7 +78,7 @@ class Recommender:
         self.profile, self.config = profile, config
         self.retrieval = make_retrieval_model(profile.model)
         self.ranking = make_ranking_model(profile.model)
-        self.retrieval_params, self.ranking_params = retrieval_params, ranking_params
+        self.retrieval_params = retrieval_params
         eligible = corpus.astype(bool) & (available.astype(bool) if config.exclude_unavailable else True)
         eligible[0] = False
         self.lookups = ItemLookups(jnp.asarray(item_ids, jnp.int32), jnp.asarray(item_category, jnp.int32),
@@ -110,7 +110,6 @@ class Recommender:
         retrieved = self.corpus_idx[top]  # [n, K] item_idx
         recent = history_idx[:, -min(cfg.recent_k, history_idx.shape[1]):]  # [n, R], newest last
         cand = jnp.concatenate([recent[:, ::-1], retrieved], axis=1)  # recent first: they win the dedupe
-        r = recent.shape[1]
         c = cand.shape[1]
         earlier = jnp.tril(jnp.ones((c, c), bool), k=-1)
         same = (cand[:, :, None] == cand[:, None, :]) & earlier[None]
@@ -132,7 +131,6 @@ class Recommender:
         best_score, best = jax.lax.top_k(final, n)
         take = lambda a: jnp.take_along_axis(a, best, axis=1)  # noqa: E731
         chosen = jnp.where(jnp.isfinite(best_score), take(cand), 0)
-        del r
         return (chosen, jnp.where(jnp.isfinite(best_score), best_score, 0.0),
                 jnp.take_along_axis(probs, best[..., None], axis=1), jnp.where(chosen > 0, take(source), 0))
 

@@ -323,6 +323,18 @@ def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> 
     return True
 
 
+def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir: str | Path,
+                       checkpoint_dir: str | Path, prof: Profile, profile: str | Profile, refit: bool,
+                       batch_size: int, progress: bool, stop_after: int | None) -> dict:
+    """Shared tail of both entry points: tag the data, drop a stale checkpoint, fit, summarize."""
+    ckpt = checkpoint_path(checkpoint_dir, task.name, refit)
+    task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
+    discard_stale_checkpoint(ckpt, fingerprint, prof)
+    result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
+                 batch_size=batch_size, stop_after=stop_after)
+    return _summary(task.name, result, ckpt, refit, profile if isinstance(profile, str) else "custom")
+
+
 def _summary(model_name: str, result: FitResult, ckpt: Path, refit: bool, profile_name: str) -> dict:
     return {"model": model_name, "checkpoint": str(ckpt), "refit": refit, "profile": profile_name,
             "steps": result.step, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
@@ -342,12 +354,8 @@ def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_di
     task, _ = retrieval_task(tables, prof, validation_split=None if refit else "val", seed=seed)
     batches = RetrievalBatchSource(tables, split, prof.retrieval.batch_size, seed=seed, num_steps=cfg.steps)
     source = RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
-    ckpt = checkpoint_path(checkpoint_dir, "retrieval", refit)
-    task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
-    discard_stale_checkpoint(ckpt, fingerprint, prof)
-    result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
-                 batch_size=prof.retrieval.batch_size, stop_after=stop_after)
-    return _summary("retrieval", result, ckpt, refit, profile if isinstance(profile, str) else "custom")
+    return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, refit,
+                              prof.retrieval.batch_size, progress, stop_after)
 
 
 def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints",
@@ -368,9 +376,5 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
     source = RankingBatchSource(tables, split, prof.ranking.batch_size, num_candidates=prof.model.num_candidates,
                                 seed=seed, num_steps=cfg.steps, split_windows=True,
                                 same_category=0.5)
-    ckpt = checkpoint_path(checkpoint_dir, "ranking", refit)
-    task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
-    discard_stale_checkpoint(ckpt, fingerprint, prof)
-    result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
-                 batch_size=prof.ranking.batch_size, stop_after=stop_after)
-    return _summary("ranking", result, ckpt, refit, profile if isinstance(profile, str) else "custom")
+    return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, refit,
+                              prof.ranking.batch_size, progress, stop_after)
