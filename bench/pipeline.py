@@ -41,9 +41,12 @@ def run_ours(data_dir: Path, work_dir: Path) -> dict:
     for p in sorted(warehouse.glob("**/*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     start = time.perf_counter()
+    # One connection per stage, as the flows (and `recs run`) open them.
     con = connect(warehouse)
     ingest_report = ingest_dir(con, data_dir)
+    con.close()
     t_ingest = time.perf_counter() - start
+    con = connect(warehouse)
     build_report = build_sequence_tables(con, warehouse)
     con.close()
     wall = time.perf_counter() - start

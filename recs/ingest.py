@@ -1,13 +1,15 @@
 """Ingest: Retail Rocket CSVs -> warehouse tables (events, quarantine_events, categories,
 item_snapshots, items; ingest_runs is created here and appended by flows/ingest.py).
 
-events.csv is read as raw lines split on '\\n' only (numpy over the file's bytes, zero-copy into
-Arrow), so `line_number` is the true physical line whatever the line endings, quoting or blank
-lines. The lines are split and validated in SQL (sql/staging, sql/intermediate); a plainly clean
-file (the usual case) is instead parsed by Arrow's CSV reader into the same staging table, ~4x
-cheaper. Every data row ends up in exactly one of `events` / `quarantine_events`. The whole
-replacement runs in one transaction: a missing or garbled input leaves the previous tables
-untouched.
+events.csv is streamed in blocks of whole lines. While the file is plainly clean (the usual
+case: nothing but digits, separators, line ends and event names, five fields a line, ids that
+parse) Arrow's CSV reader types each block and DuckDB consumes the stream, so memory stays at
+one block however big the file is. Otherwise the file is read as raw lines split on '\n' only
+(numpy over the file's bytes, zero-copy into Arrow) and split and validated in SQL
+(sql/staging, sql/intermediate); either way `line_number` is the true physical line whatever
+the line endings, quoting or blank lines. Every data row ends up in exactly one of `events` /
+`quarantine_events`. The whole replacement runs in one transaction: a missing or garbled input
+leaves the previous tables untouched.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import gzip
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 import numpy as np
@@ -55,12 +57,15 @@ MAX_CATEGORY_DEPTH = 64  # guard for the recursive walk of the category tree
 MS_PER_DAY = 86_400_000
 EVENT_LINES_VIEW = "stg_event_lines"  # the Arrow table stg_events_parsed.sql reads
 EVENT_ROWS_VIEW = "stg_event_rows"  # the one stg_events_parsed_typed.sql reads
+# Bytes of events.csv per streamed block: big enough for Arrow to parse on every core, small
+# enough that the file never sits in memory whole (16 MB blocks cost ~100 MB more peak, no time).
+EVENTS_BLOCK_BYTES = 4 << 20
 QUARANTINED_LINES_VIEW = "stg_quarantined_lines"  # the one int_quarantine_events.sql reads
 TEMP_TABLES = (
     "stg_events_parsed",
     "stg_item_properties",
     "stg_category_tree",
-    "int_events_checked",
+    "int_events_rejected",
     "int_item_category_snapshots",
     "int_item_available_snapshots",
     "int_item_states",
@@ -130,22 +135,52 @@ def _end_of_content(data: bytes) -> int:
     return len(data) if newline == -1 else newline
 
 
-def parse_plainly_clean_events(data: bytes, n_data_rows: int) -> pa.Table | None:
-    """Typed rows of events.csv (line_number, the five columns) when the file is plainly clean.
+def iter_line_blocks(path: Path, block_bytes: int | None = None) -> Iterator[bytes]:
+    """Consecutive pieces of a plain or gzip file, each ending just after a '\n' (the last one
+    may not): a line is never split across pieces. ValueError naming the file when unreadable."""
+    block_bytes = block_bytes or EVENTS_BLOCK_BYTES
+    compression = "gzip" if path.name.endswith(".gz") else None
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            carry = b""
+            while chunk := stream.read(block_bytes):
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:
+                    carry += chunk
+                    continue
+                yield carry + chunk[:cut] if carry else chunk[:cut]
+                carry = chunk[cut:]
+            if carry:
+                yield carry
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from exc
+
+
+def _event_bodies(path: Path) -> Iterator[bytes]:
+    """The data lines of events.csv in blocks (header cut off; trailing blank lines cut from the
+    last block, as split_lines does)."""
+    blocks = iter_line_blocks(path)
+    first = next(blocks, b"")
+    current = first[first.find(b"\n") + 1:] if b"\n" in first else b""
+    for block in blocks:
+        yield current
+        current = block
+    yield current[:_end_of_content(current)]
+
+
+def parse_plain_block(body: bytes, first_line_number: int) -> pa.Table | None:
+    """Typed rows (line_number, the five columns) of a block of events.csv data lines, or None
+    unless the block is plainly clean.
 
     Arrow's multi-threaded CSV reader is ~4x cheaper than splitting lines in SQL, but its
     integer parsing is laxer than parse_bigint (it trims spaces, reads 0x hex), so it is used
-    only when the body holds nothing but digits , . CR LF and event-name letters, every line
-    has five fields and every id parses; its rows are then exactly the physical lines 2..n
-    (checked by count: a stray CR would split a line). Otherwise None: the SQL path decides.
+    only when the block holds nothing but digits , . CR LF and event-name letters, every line
+    has five fields and every id parses; its rows are then exactly the block's physical lines
+    (checked by count: a stray CR would split a line, a blank line has one field).
     """
-    body_start = data.find(b"\n") + 1
-    end = _end_of_content(data)
-    if body_start == 0 or body_start >= end:
-        return None
-    body = data[body_start:end]
     if body.translate(None, PLAIN_EVENT_BYTES):
         return None
+    n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
     try:
         table = pacsv.read_csv(
             pa.BufferReader(body),
@@ -159,12 +194,80 @@ def parse_plainly_clean_events(data: bytes, n_data_rows: int) -> pa.Table | None
         )
     except pa.ArrowInvalid:
         return None
-    if table.num_rows != n_data_rows:
+    if table.num_rows != n_lines:
         return None
     line_number = pa.Array.from_buffers(
-        pa.int64(), table.num_rows, [None, pa.py_buffer(np.arange(2, table.num_rows + 2, dtype=np.int64))]
+        pa.int64(), n_lines,
+        [None, pa.py_buffer(np.arange(first_line_number, first_line_number + n_lines, dtype=np.int64))],
     )
     return table.add_column(0, "line_number", line_number)
+
+
+PLAIN_ROWS_SCHEMA = pa.schema([("line_number", pa.int64()), *EVENT_ARROW_TYPES.items()])
+
+
+class PlainEventRows:
+    """The typed rows of events.csv as a stream of Arrow batches, block by block, for as long as
+    the file is plainly clean (parse_plain_block). At the first block that is not, the stream
+    ends early and `plain` turns False: the caller discards what was read and parses in SQL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.plain = True
+        self.n_rows = 0
+
+    def reader(self) -> pa.RecordBatchReader:
+        """A one-shot reader over the rows (register it with DuckDB and scan it once)."""
+        return pa.RecordBatchReader.from_batches(PLAIN_ROWS_SCHEMA, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        for body in _event_bodies(self.path):
+            table = parse_plain_block(body, self.n_rows + 2)  # line 1 is the header
+            if table is None:
+                self.plain = False
+                return
+            self.n_rows += table.num_rows
+            yield from table.to_batches()
+
+
+def pick_lines(path: Path, line_numbers: np.ndarray) -> pa.Table:
+    """(line_number, raw_line) of the given physical lines (sorted, from 1), re-read from the
+    file block by block: only the few quarantined rows of a clean file need their text."""
+    parts = []
+    first = 1  # line number of the block's first line
+    for block in iter_line_blocks(path):
+        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        lo, hi = np.searchsorted(line_numbers, [first, first + n_lines])
+        if hi > lo:
+            lines = _physical_lines(block, first)
+            parts.append(lines.take(_int64_array(line_numbers[lo:hi] - first)))
+        first += n_lines
+        if first > (line_numbers[-1] if len(line_numbers) else 0):
+            break
+    if not parts:
+        return _physical_lines(b"", 1).slice(0, 0)
+    return pa.concat_tables(parts)
+
+
+def _physical_lines(data: bytes, first_line_number: int) -> pa.Table:
+    """Every '\n'-terminated line of `data` (terminators kept), numbered from first_line_number."""
+    if not data.isascii():
+        data = data.decode("utf-8", errors="backslashreplace").encode("utf-8")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buffer == 10) + 1
+    if not len(ends) or ends[-1] != len(data):
+        ends = np.append(ends, len(data))
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    n_lines = len(ends)
+    raw_line = pa.LargeStringArray.from_buffers(n_lines, pa.py_buffer(offsets), pa.py_buffer(data))
+    line_number = _int64_array(np.arange(first_line_number, first_line_number + n_lines, dtype=np.int64))
+    return pa.table({"line_number": line_number, "raw_line": raw_line})
+
+
+def _int64_array(values: np.ndarray) -> pa.Array:
+    """Zero-copy Arrow int64 array (pa.array's first call costs ~1 s of lazy imports)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def first_line(path: Path) -> str:
@@ -195,14 +298,14 @@ def locate_inputs(data_dir: Path) -> dict[str, Any]:
     return {"events": events, "item_properties": properties, "category_tree": find_input(data_dir, "category_tree")}
 
 
-def load_events(path: Path) -> tuple[pa.Table, pa.Table | None]:
-    """Physical lines of events.csv (header checked: ValueError when garbled) and, when the
-    file is plainly clean, its typed rows (see parse_plainly_clean_events)."""
-    data = read_file_bytes(path)
-    lines = split_lines(data)
-    header = lines.column("raw_line")[0].as_py()
-    check_header(path, header.removeprefix("\ufeff").strip(), EVENTS_HEADER)
-    return lines, parse_plainly_clean_events(data, lines.num_rows - 1)
+def load_event_lines(path: Path) -> pa.Table:
+    """Physical lines of events.csv, the whole file in memory (the SQL parsing path)."""
+    return split_lines(read_file_bytes(path))
+
+
+def check_events_header(path: Path) -> None:
+    """ValueError naming the file when events.csv is unreadable or its header is garbled."""
+    check_header(path, first_line(path), EVENTS_HEADER)
 
 
 def stage_optional_inputs(con: duckdb.DuckDBPyConnection, inputs: dict[str, Any]) -> None:
@@ -234,28 +337,33 @@ def _first_line_of(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def build_tables(
-    con: duckdb.DuckDBPyConnection, lines: pa.Table, rows: pa.Table | None, plausible_window_days: int
-) -> None:
-    """All staging, intermediate and warehouse tables, in dependency order.
+def stage_events(con: duckdb.DuckDBPyConnection, path: Path) -> pa.Table | None:
+    """stg_events_parsed from events.csv: streamed through Arrow while the file is plainly
+    clean (returns None), else parsed in SQL from its physical lines (returned: the quarantine
+    takes its raw text from them)."""
+    rows = PlainEventRows(path)
+    con.register(EVENT_ROWS_VIEW, rows.reader())
+    try:
+        run_sql(con, "staging/stg_events_parsed_typed")
+    finally:
+        con.unregister(EVENT_ROWS_VIEW)
+    if rows.plain and rows.n_rows:
+        return None
+    lines = load_event_lines(path)
+    con.register(EVENT_LINES_VIEW, lines)
+    try:
+        run_sql(con, "staging/stg_events_parsed")  # replaces the partial typed table
+    finally:
+        con.unregister(EVENT_LINES_VIEW)
+    return lines
 
-    `lines` are the physical lines of events.csv; `rows` its typed rows when it is plainly
-    clean (parse_plainly_clean_events), else None and the lines are parsed in SQL.
-    """
-    if rows is not None:
-        con.register(EVENT_ROWS_VIEW, rows)
-        try:
-            run_sql(con, "staging/stg_events_parsed_typed")
-        finally:
-            con.unregister(EVENT_ROWS_VIEW)
-    else:
-        con.register(EVENT_LINES_VIEW, lines)
-        try:
-            run_sql(con, "staging/stg_events_parsed")
-        finally:
-            con.unregister(EVENT_LINES_VIEW)
-    run_sql(con, "intermediate/int_events_checked", window_ms=plausible_window_days * MS_PER_DAY)
-    con.register(QUARANTINED_LINES_VIEW, quarantined_lines(con, lines))
+
+def build_tables(con: duckdb.DuckDBPyConnection, events_path: Path, plausible_window_days: int) -> str:
+    """All staging, intermediate and warehouse tables, in dependency order. Returns the parse
+    path of events.csv: "arrow" (streamed, plainly clean) or "sql"."""
+    lines = stage_events(con, events_path)
+    run_sql(con, "intermediate/int_events_rejected", window_ms=plausible_window_days * MS_PER_DAY)
+    con.register(QUARANTINED_LINES_VIEW, quarantined_lines(con, events_path, lines))
     try:
         run_sql(con, "intermediate/int_quarantine_events")
     finally:
@@ -265,25 +373,24 @@ def build_tables(
     run_sql(con, "intermediate/int_categories", max_depth=MAX_CATEGORY_DEPTH)
     run_sql(con, "intermediate/int_item_snapshots")
     run_sql(con, "intermediate/int_item_states")
-    if _scalar(con, "SELECT count(*) FROM int_item_states"):
-        run_sql(con, "intermediate/int_events_asof")
-    else:
-        run_sql(con, "intermediate/int_events_without_properties")
+    run_sql(con, "intermediate/int_events_asof")
     run_sql(con, "intermediate/int_items")
     run_sql(con, "intermediate/int_ingest_runs")
+    return "arrow" if lines is None else "sql"
 
 
-def quarantined_lines(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> pa.Table:
-    """(line_number, raw_line) of the rows int_events_checked rejected, taken from `lines`.
+def quarantined_lines(con: duckdb.DuckDBPyConnection, events_path: Path, lines: pa.Table | None) -> pa.Table:
+    """(line_number, raw_line) of the rows int_events_rejected holds, taken from `lines`
+    (the SQL path) or re-read from the file (the streamed path).
 
     Only these few rows need their raw text, so it is not dragged through the SQL stages.
     """
-    line_numbers = con.execute(
-        "SELECT line_number FROM int_events_checked WHERE reason IS NOT NULL ORDER BY line_number"
-    ).fetchnumpy()["line_number"]
-    return lines.take(pa.Array.from_buffers(
-        pa.int64(), len(line_numbers), [None, pa.py_buffer(np.ascontiguousarray(line_numbers, dtype=np.int64) - 1)]
-    ))
+    line_numbers = np.ascontiguousarray(con.execute(
+        "SELECT line_number FROM int_events_rejected ORDER BY line_number"
+    ).fetchnumpy()["line_number"], dtype=np.int64)
+    if lines is None:
+        return pick_lines(events_path, line_numbers)
+    return lines.take(_int64_array(line_numbers - 1))
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
@@ -330,7 +437,7 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
     if plausible_window_days <= 0:
         raise ValueError(f"plausible_window_days must be positive, got {plausible_window_days}")
     inputs = locate_inputs(data_dir)
-    lines, rows = load_events(inputs["events"])
+    check_events_header(inputs["events"])
     # Nothing here relies on insertion order (every consumer orders explicitly); letting
     # DuckDB reorder saves ~10% CPU on the big CREATE TABLE AS statements.
     preserve_order = _scalar(con, "SELECT current_setting('preserve_insertion_order')")
@@ -339,7 +446,7 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
     try:
         run_sql(con, "staging/stg_parse_bigint_macro")
         stage_optional_inputs(con, inputs)
-        build_tables(con, lines, rows, plausible_window_days)
+        parse_path = build_tables(con, inputs["events"], plausible_window_days)
         counts = summarize(con)
         if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
             raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
@@ -362,7 +469,7 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
         "files": files,
         "started_at": started_at.isoformat(),
         "plausible_window_days": plausible_window_days,
-        "parse_path": "arrow" if rows is not None else "sql",
+        "parse_path": parse_path,
         **counts,
         "seconds": round(time.perf_counter() - started, 3),
     }

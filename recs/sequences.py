@@ -73,6 +73,11 @@ SERVING_SCHEMA = pa.schema(
     ]
 )
 
+# Sorted events per batch collapsed into steps: big enough for numpy to stay efficient, small
+# enough that the build never holds the whole sorted event table (2.76M rows at full scale).
+STEP_BATCH_ROWS = 1 << 19
+SERVING_BATCH_ROWS = 1 << 17  # customers per streamed batch of serving rows
+
 # Temporary tables and registered Arrow views of one build, dropped when it ends.
 _TEMP_TABLES = ("seq_item_index_next", "seq_item_ids", "seq_item_counts")
 _ARROW_VIEWS = ("seq_customer_rows", "seq_serving_rows", "seq_examples_split")
@@ -136,7 +141,7 @@ class CustomerSteps:
     n_vocab_events: np.ndarray  # int64 [V], events on vocabulary items
     first: np.ndarray  # int64 [V]
     count: np.ndarray  # int64 [V]
-    vocab_event_ts: np.ndarray  # int64 [E], vocabulary events' ms, grouped like the visitors
+    filtered_ts: np.ndarray  # int64 [F], ms of the vocabulary events of in-training visitors
     item: np.ndarray  # int32 [S] item_idx
     category: np.ndarray  # int32 [S]
     root: np.ndarray  # int32 [S]
@@ -182,12 +187,14 @@ def collapse_steps(
     item_idx: np.ndarray,
     categoryid: np.ndarray,
     root_categoryid: np.ndarray,
+    min_user_events: int,
 ) -> CustomerSteps:
     """Collapse events sorted by (visitorid, timestamp, event rank, itemid) into steps.
 
     Events with item_idx 0 (outside the vocabulary) only count towards n_events; among the
     rest, consecutive events of a visitor on the same item form one step whose action is the
-    OR of their bits and whose ts / category / root are the first event's.
+    OR of their bits and whose ts / category / root are the first event's. Visitors with at
+    least min_user_events vocabulary events are in training: their events' ms are filtered_ts.
     """
     visitor_start = np.flatnonzero(_run_starts(visitorid))
     n_events = np.diff(np.append(visitor_start, len(visitorid)))
@@ -212,19 +219,61 @@ def collapse_steps(
         count = np.add.reduceat(is_step, visitor_start, dtype=np.int64)
     else:
         n_vocab_events = count = np.zeros(0, np.int64)
+    in_training = n_vocab_events >= min_user_events
     return CustomerSteps(
         visitorid=visitorid[visitor_start].astype(np.int64),
         n_events=n_events.astype(np.int64),
         n_vocab_events=n_vocab_events,
         first=np.cumsum(count) - count,
         count=count,
-        vocab_event_ts=v_ts.astype(np.int64),
+        filtered_ts=v_ts[np.repeat(in_training, n_vocab_events)].astype(np.int64),
         item=v_item[step_first].astype(np.int32),
         category=category,
         root=root,
         action=action.astype(np.int8),
         ts=v_ts[step_first].astype(np.int64),
     )
+
+
+_VISITOR_FIELDS = ("visitorid", "n_events", "n_vocab_events", "count")
+_STEP_FIELDS = ("item", "category", "root", "action", "ts")
+
+
+class StepsBuffer:
+    """CustomerSteps assembled from parts over consecutive visitor ranges, in preallocated arrays.
+
+    Capacity is the number of events (an upper bound on visitors, steps and filtered events).
+    np.empty pages are only touched as far as they are filled, and first touches (page faults)
+    are most of the cost of big arrays here: parts are copied in once, never concatenated.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._arrays = {
+            name: np.empty(capacity, dtype=np.int32 if name in ("item", "category", "root") else
+                           np.int8 if name == "action" else np.int64)
+            for name in (*_VISITOR_FIELDS, *_STEP_FIELDS, "filtered_ts")
+        }
+        self._filled = {"visitors": 0, "steps": 0, "filtered": 0}
+
+    def append(self, part: CustomerSteps) -> None:
+        """Copy one part (the visitors after the ones already appended) in."""
+        for fields, key, n in (
+            (_VISITOR_FIELDS, "visitors", len(part.visitorid)),
+            (_STEP_FIELDS, "steps", len(part.item)),
+            (("filtered_ts",), "filtered", len(part.filtered_ts)),
+        ):
+            start = self._filled[key]
+            for name in fields:
+                self._arrays[name][start:start + n] = getattr(part, name)
+            self._filled[key] = start + n
+
+    def steps(self) -> CustomerSteps:
+        """The assembled CustomerSteps (views of the buffers)."""
+        n = self._filled
+        arrays = {name: self._arrays[name][:n["visitors"]] for name in _VISITOR_FIELDS}
+        arrays |= {name: self._arrays[name][:n["steps"]] for name in _STEP_FIELDS}
+        arrays["filtered_ts"] = self._arrays["filtered_ts"][:n["filtered"]]
+        return CustomerSteps(first=np.cumsum(arrays["count"]) - arrays["count"], **arrays)
 
 
 def discrete_quantiles(values: np.ndarray, quantiles: tuple[float, ...]) -> list[int]:
@@ -294,6 +343,17 @@ def assign_customers(
     followed by the new ones are in customer_idx order. Visitors no longer in events keep
     their row with zero counts and in_training False.
     """
+    if not len(previous_visitorid):
+        # First build: ids 1, 2, ... in visitorid order, and the visitor arrays serve as they are
+        # (no 1.4M-row copies).
+        return Customers(
+            customer_idx=np.arange(1, len(steps.visitorid) + 1, dtype=np.int32),
+            visitorid=steps.visitorid,
+            n_events=steps.n_events,
+            in_training=in_training,
+            first=steps.first,
+            count=steps.count,
+        )
     new_rows = np.flatnonzero(~np.isin(steps.visitorid, previous_visitorid, assume_unique=True))
     next_idx = int(previous_idx.max()) + 1 if len(previous_idx) else 1
     # Row of each customer in the CustomerSteps visitor arrays (-1: not in events any more).
@@ -347,6 +407,19 @@ def serving_table(steps: CustomerSteps, customers: Customers, history_len: int) 
     return pa.Table.from_arrays([columns[f.name] for f in SERVING_SCHEMA], schema=SERVING_SCHEMA)
 
 
+def serving_reader(steps: CustomerSteps, customers: Customers, history_len: int) -> pa.RecordBatchReader:
+    """serving_table's rows as a one-shot stream of SERVING_BATCH_ROWS customers at a time, so
+    the export never holds every customer's history lists at once (1.4M rows at full scale)."""
+
+    def batches():
+        for start in range(0, len(customers.customer_idx), SERVING_BATCH_ROWS):
+            rows = slice(start, start + SERVING_BATCH_ROWS)
+            part = Customers(**{name: getattr(customers, name)[rows] for name in Customers.__dataclass_fields__})
+            yield from serving_table(steps, part, history_len).to_batches()
+
+    return pa.RecordBatchReader.from_batches(SERVING_SCHEMA, batches())
+
+
 def example_tables(
     steps: CustomerSteps,
     customers: Customers,
@@ -377,12 +450,10 @@ def example_tables(
     w_owner, w_split = owner[ws], split[ws]
 
     # History: the <= H steps before the first step sharing the window's start time, so a
-    # step at the same ms (tie) never sits in the history of a later window.
-    step_rows = np.arange(len(steps.ts))
-    visitor_change = np.zeros(len(steps.ts), dtype=bool)
-    visitor_change[steps.first[steps.count > 0]] = True
-    same_ts_first = np.maximum.accumulate(np.where(visitor_change | _run_starts(steps.ts), step_rows, 0))
-    h_end = same_ts_first[w_first] if len(w_first) else np.zeros(0, np.int64)
+    # step at the same ms (tie) never sits in the history of a later window. (In g-space: a
+    # customer's steps are contiguous there, so only in-training steps are touched.)
+    same_ts_first = np.maximum.accumulate(np.where(_run_starts(owner, g_ts), positions, 0))
+    h_end = g[same_ts_first[ws]] if len(ws) else np.zeros(0, np.int64)
     h_start = np.maximum(c_first[w_owner], h_end - history_len)
 
     # Candidates: first occurrence of each (window, item), label = OR of its actions there.
@@ -432,21 +503,52 @@ def _require_inputs(con: duckdb.DuckDBPyConnection) -> None:
             raise FileNotFoundError(f"warehouse table `{table}` not found: run `recs ingest` first")
 
 
-def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int) -> CustomerSteps:
+_ORDERED_EVENT_COLUMNS = ("visitorid", "timestamp", "event_rank", "item_idx", "categoryid", "root_categoryid")
+
+
+def _numpy(array: pa.Array) -> np.ndarray:
+    """Zero-copy numpy view of a fixed-width Arrow array without NULLs (Array.to_numpy imports
+    pandas on first use: ~1 s per process)."""
+    if array.null_count:
+        raise ValueError(f"unexpected NULLs in a {array.type} column")
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def collapse_stream(batches: Any, n_events: int, min_user_events: int) -> CustomerSteps:
+    """collapse_steps over a stream of Arrow batches of seq_ordered_events (n_events rows in
+    all), a few visitors' events at a time: memory stays at one batch plus the result, not the
+    whole sorted event table. A visitor's events may straddle batches: the last visitor of a
+    batch is carried over to the next.
+    """
+    buffer = StepsBuffer(n_events)
+    carry: list[np.ndarray] | None = None
+    for batch in batches:
+        columns = [_numpy(batch.column(name)) for name in _ORDERED_EVENT_COLUMNS]
+        if carry is not None:
+            columns = [np.concatenate([c, b]) for c, b in zip(carry, columns)]
+        visitorid = columns[0]
+        if not len(visitorid):
+            continue
+        changes = np.flatnonzero(visitorid[1:] != visitorid[:-1])
+        cut = int(changes[-1]) + 1 if len(changes) else 0  # first row of the batch's last visitor
+        if cut:
+            buffer.append(collapse_steps(*(c[:cut] for c in columns), min_user_events))
+        carry = [c[cut:] for c in columns]
+    if carry is not None:
+        buffer.append(collapse_steps(*carry, min_user_events))
+    return buffer.steps()
+
+
+def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_events: int) -> CustomerSteps:
     """Vocabulary and stable item ids (SQL), then every event in step order, collapsed."""
     run_sql(con, "marts/item_index_init")
     run_sql(con, "intermediate/seq_item_counts", min_item_events=min_item_events)
     run_sql(con, "intermediate/seq_item_ids")
-    # con.sql, not run_sql: a relation converts straight to numpy (the statement has no parameters).
-    ev = con.sql(read_sql("intermediate/seq_ordered_events")).fetchnumpy()
-    return collapse_steps(
-        np.asarray(ev["visitorid"]),
-        np.asarray(ev["timestamp"]),
-        np.asarray(ev["event_rank"]),
-        np.asarray(ev["item_idx"]),
-        np.asarray(ev["categoryid"]),
-        np.asarray(ev["root_categoryid"]),
-    )
+    [(n_events,)] = con.execute("SELECT count(*) FROM events").fetchall()
+    # con.sql, not run_sql: a relation streams Arrow batches (the statement has no parameters).
+    reader = con.sql(read_sql("intermediate/seq_ordered_events")).to_arrow_reader(STEP_BATCH_ROWS)
+    return collapse_stream(reader, n_events, min_user_events)
 
 
 def _assign_customers(con: duckdb.DuckDBPyConnection, steps: CustomerSteps, in_training: np.ndarray) -> Customers:
@@ -458,7 +560,9 @@ def _assign_customers(con: duckdb.DuckDBPyConnection, steps: CustomerSteps, in_t
     )
 
 
-def _export_parquet(con: duckdb.DuckDBPyConnection, out_dir: Path, examples: dict[str, pa.Table], serving: pa.Table) -> None:
+def _export_parquet(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, examples: dict[str, pa.Table], serving: pa.RecordBatchReader
+) -> None:
     """COPY every sequence table into `out_dir/<table>/part-0.parquet` (needs seq_customer_rows)."""
     for table in TABLES:
         (out_dir / table).mkdir(parents=True)
@@ -539,9 +643,9 @@ def build_sequence_tables(
     [(preserve_order,)] = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
     con.execute("SET preserve_insertion_order = true")
     try:
-        steps = _load_steps(con, min_item_events)
+        steps = _load_steps(con, min_item_events, min_user_events)
         in_training = steps.n_vocab_events >= min_user_events
-        filtered_ts = steps.vocab_event_ts[np.repeat(in_training, steps.n_vocab_events)]
+        filtered_ts = steps.filtered_ts
         if len(filtered_ts) == 0:
             raise ValueError(
                 f"no events left after the filters (min_item_events={min_item_events}, "
@@ -551,7 +655,7 @@ def build_sequence_tables(
         customers = _assign_customers(con, steps, in_training)
         con.register("seq_customer_rows", customers_table(customers))  # exported and published
         run_sql(con, "intermediate/seq_item_index_next", train_end_ts=train_end_ts)
-        serving = serving_table(steps, customers, history_len)
+        serving = serving_reader(steps, customers, history_len)
         examples = example_tables(
             steps, customers, train_end_ts=train_end_ts, val_end_ts=val_end_ts,
             history_len=history_len, max_candidates=max_candidates,
@@ -563,7 +667,7 @@ def build_sequence_tables(
             **params,
             "n_filtered_events": int(len(filtered_ts)),
             **{f"n_{split}": examples[split].num_rows for split in SPLITS},
-            "n_serving": serving.num_rows,
+            "n_serving": int(len(customers.customer_idx)),  # one serving row per customer
             "n_items": int(n_items),
             "n_item_ids": int(n_item_ids),
             "n_customers": int(len(customers.customer_idx)),

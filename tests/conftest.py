@@ -16,9 +16,13 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def prefect_harness():
     """Run flows against one local, temporary Prefect API for the whole session."""
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
+        # Prefect's console handler keeps the stderr it first sees: set logging up now, on the
+        # session's stream, not inside a test whose capsys stream is closed when it ends.
+        ensure_logging_setup()
         yield
 
 

@@ -358,3 +358,60 @@ def test_ingest_flow_records_the_run(prefect_harness, tmp_path, capsys):
     )
     assert warehouse_rows(warehouse, "SELECT count(*) FROM events") == [(4,)]
     assert warehouse_rows(warehouse, "SELECT count(*) FROM ingest_runs") == [(1,)]
+
+
+def clean_events_with_duplicates(n: int = 400) -> str:
+    """A plainly clean events.csv body of n rows where every 50th row repeats the one before."""
+    lines = ["timestamp,visitorid,event,itemid,transactionid"]
+    for i in range(n):
+        if i % 50 == 49:
+            lines.append(lines[-1])
+            continue
+        event = ("view", "addtocart", "transaction")[i % 3]
+        lines.append(f"{T0 + i * 1000},{1 + i % 7},{event},{10 + i % 11},{i if event == 'transaction' else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def test_streamed_blocks_give_the_tables_of_one_block(tmp_path, monkeypatch):
+    """Blocks far smaller than a line's neighbourhood (lines straddle every boundary) load the
+    same tables, and the duplicates' raw lines are re-read from the right physical lines."""
+    import recs.ingest as ingest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.csv").write_text(clean_events_with_duplicates())
+    whole, report = ingest_fresh(tmp_path / "whole", data)
+    assert (report["parse_path"], report["rows_read"], report["rows_quarantined"]) == ("arrow", 400, 8)
+    monkeypatch.setattr(ingest, "EVENTS_BLOCK_BYTES", 37)
+    blocks, report = ingest_fresh(tmp_path / "blocks", data)
+    assert report["parse_path"] == "arrow"
+    assert tables(blocks) == tables(whole)
+    text = (data / "events.csv").read_text().splitlines()
+    assert rows(blocks, "SELECT line_number, raw_line, reason FROM quarantine_events ORDER BY 1") == [
+        (line, text[line - 1], "duplicate") for line in range(51, 402, 50)
+    ]
+    whole.close()
+    blocks.close()
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_dirty_line_after_clean_blocks_sends_the_file_to_sql_parsing(tmp_path, monkeypatch, gzipped):
+    """The stream has already loaded clean blocks when it meets the bad line: those rows are
+    discarded and the whole file is parsed in SQL, nothing loaded twice or lost."""
+    import recs.ingest as ingest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    body = clean_events_with_duplicates() + f"{T0},1,view,10, 5\n"  # a space: not plainly clean
+    if gzipped:
+        (data / "events.csv.gz").write_bytes(gzip.compress(body.encode()))
+    else:
+        (data / "events.csv").write_text(body)
+    monkeypatch.setattr(ingest, "EVENTS_BLOCK_BYTES", 256)
+    con, report = ingest_fresh(tmp_path / "warehouse", data)
+    assert (report["parse_path"], report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (
+        "sql", 401, 392, 9)
+    assert rows(con, "SELECT line_number, reason FROM quarantine_events WHERE reason <> 'duplicate'") == [
+        (402, "bad_transactionid")
+    ]
+    con.close()

@@ -331,7 +331,14 @@ def reference_tables(events: Sequence[Event], *, min_user_events, min_item_event
     dict(min_user_events=5, min_item_events=3, history_len=6, max_candidates=4, train_quantile=0.7, val_quantile=0.85),
     dict(min_user_events=10, min_item_events=5, history_len=64, max_candidates=16, train_quantile=0.8, val_quantile=0.9),
 ])
-def test_random_events_match_the_reference_and_never_leak(tmp_path, params):
+@pytest.mark.parametrize("batch_rows", [None, 7], ids=["one-batch", "tiny-batches"])
+def test_random_events_match_the_reference_and_never_leak(tmp_path, monkeypatch, params, batch_rows):
+    """Also with event and serving batches of a few rows, so customers straddle batches."""
+    if batch_rows:
+        import recs.sequences as sequences
+
+        monkeypatch.setattr(sequences, "STEP_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(sequences, "SERVING_BATCH_ROWS", batch_rows - 2)
     events = random_events(seed=params["history_len"])
     warehouse = make_warehouse(tmp_path, events)
     report = build(warehouse, **params)

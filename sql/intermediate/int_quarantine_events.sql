@@ -5,15 +5,15 @@
 -- parsed columns are filled where they parse (all NULL for wrong_column_count).
 CREATE OR REPLACE TABLE quarantine_events AS
 SELECT
-    c.line_number,
+    r.line_number,
     rtrim(q.raw_line, E'\r\n') AS raw_line,
-    c."timestamp",
-    c.visitorid,
-    c.event,
-    c.itemid,
-    c.transactionid,
-    c.reason
-FROM int_events_checked AS c
-JOIN stg_quarantined_lines AS q ON c.line_number = q.line_number
-WHERE c.reason IS NOT NULL
-ORDER BY c.line_number
+    p."timestamp",
+    p.visitorid,
+    p.event,
+    p.itemid,
+    p.transactionid,
+    r.reason
+FROM int_events_rejected AS r
+JOIN stg_events_parsed AS p ON r.line_number = p.line_number
+JOIN stg_quarantined_lines AS q ON r.line_number = q.line_number
+ORDER BY r.line_number
