@@ -61,7 +61,9 @@ EVENT_ROWS_VIEW = "stg_event_rows"  # the one stg_events_parsed_typed.sql reads
 # enough that the file never sits in memory whole (16 MB blocks cost ~100 MB more peak, no time).
 EVENTS_BLOCK_BYTES = 4 << 20
 QUARANTINED_LINES_VIEW = "stg_quarantined_lines"  # the one int_quarantine_events.sql reads
-TEMP_TABLES = (
+# Working tables of one ingest, dropped before its COMMIT (TEMP ones, and the big staging tables
+# that live in the database file for the transaction's duration: see their SQL headers).
+WORKING_TABLES = (
     "stg_events_parsed",
     "stg_item_properties",
     "stg_category_tree",
@@ -451,8 +453,8 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
         if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
             raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
                                f"{counts['rows_loaded']} loaded + {counts['rows_quarantined']} quarantined")
-        for name in TEMP_TABLES:
-            con.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
+        for name in WORKING_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS {name}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

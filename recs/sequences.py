@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -76,11 +76,13 @@ SERVING_SCHEMA = pa.schema(
 # Sorted events per batch collapsed into steps: big enough for numpy to stay efficient, small
 # enough that the build never holds the whole sorted event table (2.76M rows at full scale).
 STEP_BATCH_ROWS = 1 << 19
+# Visitor ranges the sorted events are read in: DuckDB sorts a quarter of them at a time.
+STEP_VISITOR_RANGES = 4
 SERVING_BATCH_ROWS = 1 << 17  # customers per streamed batch of serving rows
 
 # Temporary tables and registered Arrow views of one build, dropped when it ends.
 _TEMP_TABLES = ("seq_item_index_next", "seq_item_ids", "seq_item_counts")
-_ARROW_VIEWS = ("seq_customer_rows", "seq_serving_rows", "seq_examples_split")
+_ARROW_VIEWS = ("seq_customer_rows",)
 
 
 def split_path(warehouse_dir: str | Path, split: str) -> Path:
@@ -137,10 +139,10 @@ class CustomerSteps:
     """
 
     visitorid: np.ndarray  # int64 [V], every visitor in events
-    n_events: np.ndarray  # int64 [V], all events
-    n_vocab_events: np.ndarray  # int64 [V], events on vocabulary items
+    n_events: np.ndarray  # int32 [V], all events
+    n_vocab_events: np.ndarray  # int32 [V], events on vocabulary items
     first: np.ndarray  # int64 [V]
-    count: np.ndarray  # int64 [V]
+    count: np.ndarray  # int32 [V] (int32: 1.4M visitors at full scale, every byte shows in the peak)
     filtered_ts: np.ndarray  # int64 [F], ms of the vocabulary events of in-training visitors
     item: np.ndarray  # int32 [S] item_idx
     category: np.ndarray  # int32 [S]
@@ -215,16 +217,16 @@ def collapse_steps(
     is_step = np.zeros(len(visitorid), dtype=np.int8)
     is_step[step_rows] = 1
     if len(visitor_start):
-        n_vocab_events = np.add.reduceat(is_vocab, visitor_start, dtype=np.int64)
-        count = np.add.reduceat(is_step, visitor_start, dtype=np.int64)
+        n_vocab_events = np.add.reduceat(is_vocab, visitor_start, dtype=np.int32)
+        count = np.add.reduceat(is_step, visitor_start, dtype=np.int32)
     else:
-        n_vocab_events = count = np.zeros(0, np.int64)
+        n_vocab_events = count = np.zeros(0, np.int32)
     in_training = n_vocab_events >= min_user_events
     return CustomerSteps(
         visitorid=visitorid[visitor_start].astype(np.int64),
-        n_events=n_events.astype(np.int64),
+        n_events=n_events.astype(np.int32),
         n_vocab_events=n_vocab_events,
-        first=np.cumsum(count) - count,
+        first=np.cumsum(count, dtype=np.int64) - count,
         count=count,
         filtered_ts=v_ts[np.repeat(in_training, n_vocab_events)].astype(np.int64),
         item=v_item[step_first].astype(np.int32),
@@ -236,6 +238,10 @@ def collapse_steps(
 
 
 _VISITOR_FIELDS = ("visitorid", "n_events", "n_vocab_events", "count")
+_STEPS_DTYPES = {  # the rest are int64
+    "n_events": np.int32, "n_vocab_events": np.int32, "count": np.int32,
+    "item": np.int32, "category": np.int32, "root": np.int32, "action": np.int8,
+}
 _STEP_FIELDS = ("item", "category", "root", "action", "ts")
 
 
@@ -249,8 +255,7 @@ class StepsBuffer:
 
     def __init__(self, capacity: int) -> None:
         self._arrays = {
-            name: np.empty(capacity, dtype=np.int32 if name in ("item", "category", "root") else
-                           np.int8 if name == "action" else np.int64)
+            name: np.empty(capacity, dtype=_STEPS_DTYPES.get(name, np.int64))
             for name in (*_VISITOR_FIELDS, *_STEP_FIELDS, "filtered_ts")
         }
         self._filled = {"visitors": 0, "steps": 0, "filtered": 0}
@@ -273,7 +278,7 @@ class StepsBuffer:
         arrays = {name: self._arrays[name][:n["visitors"]] for name in _VISITOR_FIELDS}
         arrays |= {name: self._arrays[name][:n["steps"]] for name in _STEP_FIELDS}
         arrays["filtered_ts"] = self._arrays["filtered_ts"][:n["filtered"]]
-        return CustomerSteps(first=np.cumsum(arrays["count"]) - arrays["count"], **arrays)
+        return CustomerSteps(first=np.cumsum(arrays["count"], dtype=np.int64) - arrays["count"], **arrays)
 
 
 def discrete_quantiles(values: np.ndarray, quantiles: tuple[float, ...]) -> list[int]:
@@ -328,10 +333,10 @@ class Customers:
 
     customer_idx: np.ndarray  # int32 [C]
     visitorid: np.ndarray  # int64 [C]
-    n_events: np.ndarray  # int64 [C], 0 for visitors no longer in events
+    n_events: np.ndarray  # int32 [C], 0 for visitors no longer in events
     in_training: np.ndarray  # bool [C]
     first: np.ndarray  # int64 [C]
-    count: np.ndarray  # int64 [C] steps (n_steps), 0 without vocabulary steps
+    count: np.ndarray  # int32 [C] steps (n_steps), 0 without vocabulary steps
 
 
 def assign_customers(
@@ -371,10 +376,10 @@ def assign_customers(
     return Customers(
         customer_idx=np.concatenate([previous_idx, np.arange(next_idx, next_idx + len(new_rows))]).astype(np.int32),
         visitorid=np.concatenate([previous_visitorid, steps.visitorid[new_rows]]).astype(np.int64),
-        n_events=per_customer(steps.n_events, 0).astype(np.int64),
+        n_events=per_customer(steps.n_events, 0).astype(np.int32),
         in_training=per_customer(in_training, False).astype(bool),
         first=per_customer(steps.first, 0).astype(np.int64),
-        count=per_customer(steps.count, 0).astype(np.int64),
+        count=per_customer(steps.count, 0).astype(np.int32),
     )
 
 
@@ -384,8 +389,8 @@ def customers_table(customers: Customers) -> pa.Table:
         [
             _arrow(customers.customer_idx, pa.int32()),
             _arrow(customers.visitorid, pa.int64()),
-            _arrow(customers.n_events, pa.int64()),
-            _arrow(customers.count, pa.int64()),
+            _arrow(customers.n_events, pa.int32()),  # BIGINT in the exports (their SQL casts)
+            _arrow(customers.count, pa.int32()),
             _arrow(customers.in_training, pa.bool_()),
         ],
         names=["customer_idx", "visitorid", "n_events", "n_steps", "in_training"],
@@ -420,19 +425,28 @@ def serving_reader(steps: CustomerSteps, customers: Customers, history_len: int)
     return pa.RecordBatchReader.from_batches(SERVING_SCHEMA, batches())
 
 
-def example_tables(
-    steps: CustomerSteps,
-    customers: Customers,
-    *,
-    train_end_ts: int,
-    val_end_ts: int,
-    history_len: int,
+class _Windows(NamedTuple):
+    """Every window of the in-training customers, in (customer_idx, time) order."""
+
+    g: np.ndarray  # int64 [G]: step row of each in-training step, customers in customer_idx order
+    window_id: np.ndarray  # int64 [G]: window of each of those steps
+    length: np.ndarray  # int64 [W] steps in the window
+    first: np.ndarray  # int64 [W] step row of its first step (a window is a contiguous step range)
+    owner: np.ndarray  # int64 [W] row of its customer in `customers`
+    split: np.ndarray  # int8 [W] 0 train, 1 val, 2 test
+    history_start: np.ndarray  # int64 [W] step rows [history_start, history_end) of its history
+    history_end: np.ndarray
+
+
+def _windows(
+    steps: CustomerSteps, customers: Customers, train_end_ts: int, val_end_ts: int, history_len: int,
     max_candidates: int,
-) -> dict[str, pa.Table]:
-    """Train/val/test examples: windows of in-training customers, rows in (customer_idx, time) order.
+) -> _Windows:
+    """Cut each in-training customer's steps into windows of <= max_candidates per split.
 
     Works in "g-space": the in-training customers' steps concatenated in customer_idx order,
-    where g[j] is the step row. Splits are contiguous there (steps are in time order).
+    where g[j] is the step row. Splits are contiguous there (steps are in time order). A helper
+    of its own so that its many temporaries are freed before the lists are built.
     """
     trained = np.flatnonzero(customers.in_training)
     c_first, c_count = customers.first[trained], customers.count[trained]
@@ -443,22 +457,31 @@ def example_tables(
     positions = np.arange(len(g))
     group_start = np.maximum.accumulate(np.where(_run_starts(owner, split), positions, 0))
     starts_window = (positions - group_start) % max_candidates == 0
-    window_id = np.cumsum(starts_window) - 1
     ws = np.flatnonzero(starts_window)
-    w_len = np.diff(np.append(ws, len(g)))
-    w_first = g[ws]  # step row of each window's first step; a window is a contiguous step range
-    w_owner, w_split = owner[ws], split[ws]
-
+    w_owner = owner[ws]
     # History: the <= H steps before the first step sharing the window's start time, so a
     # step at the same ms (tie) never sits in the history of a later window. (In g-space: a
     # customer's steps are contiguous there, so only in-training steps are touched.)
     same_ts_first = np.maximum.accumulate(np.where(_run_starts(owner, g_ts), positions, 0))
     h_end = g[same_ts_first[ws]] if len(ws) else np.zeros(0, np.int64)
-    h_start = np.maximum(c_first[w_owner], h_end - history_len)
+    return _Windows(
+        g=g,
+        window_id=np.cumsum(starts_window) - 1,
+        length=np.diff(np.append(ws, len(g))),
+        first=g[ws],
+        owner=trained[w_owner],
+        split=split[ws],
+        history_start=np.maximum(c_first[w_owner], h_end - history_len),
+        history_end=h_end,
+    )
 
-    # Candidates: first occurrence of each (window, item), label = OR of its actions there.
+
+def _candidates(steps: CustomerSteps, windows: _Windows) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per window: the first occurrence of each of its items, label = OR of the item's actions
+    there. Returns (first candidate row per window, count per window, candidate columns)."""
+    g, window_id = windows.g, windows.window_id
     g_item = steps.item[g]
-    order = np.lexsort((positions, g_item, window_id))
+    order = np.lexsort((np.arange(len(g)), g_item, window_id))
     pair_start = np.flatnonzero(_run_starts(window_id[order], g_item[order]))
     cand_pos = order[pair_start]
     cand_label = (
@@ -466,33 +489,49 @@ def example_tables(
     )
     by_position = np.argsort(cand_pos, kind="stable")  # windows are contiguous: (window, first seen)
     cand_pos, cand_label = cand_pos[by_position], cand_label[by_position]
-    cand_count = np.bincount(window_id[cand_pos], minlength=len(ws))
-    cand_first = np.cumsum(cand_count) - cand_count
+    cand_count = np.bincount(window_id[cand_pos], minlength=len(windows.first))
     cand_rows = g[cand_pos]
-    candidates = {
+    return np.cumsum(cand_count) - cand_count, cand_count, {
         "candidate_item": steps.item[cand_rows],
         "candidate_category": steps.category[cand_rows],
         "candidate_root": steps.root[cand_rows],
         "candidate_label": cand_label.astype(np.int8),
     }
 
+
+def example_tables(
+    steps: CustomerSteps,
+    customers: Customers,
+    *,
+    train_end_ts: int,
+    val_end_ts: int,
+    history_len: int,
+    max_candidates: int,
+) -> dict[str, pa.Table]:
+    """Train/val/test examples: windows of in-training customers, rows in (customer_idx, time) order."""
+    windows = _windows(steps, customers, train_end_ts, val_end_ts, history_len, max_candidates)
+    cand_first, cand_count, candidates = _candidates(steps, windows)
+    windows = windows._replace(g=None, window_id=None)  # only the per-window arrays are needed now
+
     tables = {}
     for code, split_name in enumerate(SPLITS):
-        sel = np.flatnonzero(w_split == code)
-        owners = trained[w_owner[sel]]
+        sel = np.flatnonzero(windows.split == code)
+        owners = windows.owner[sel]
         cand_offsets, cand_index = _ranges(cand_first[sel], cand_count[sel])
+        h_start, w_first = windows.history_start[sel], windows.first[sel]
         columns = {
             "customer_idx": _arrow(customers.customer_idx[owners], pa.int32()),
             "visitorid": _arrow(customers.visitorid[owners], pa.int64()),
-            "window_start_ts": _arrow(steps.ts[w_first[sel]] if len(sel) else np.zeros(0, np.int64), pa.int64()),
-            **_step_lists(steps, "history", h_start[sel], h_end[sel] - h_start[sel]),
-            **_step_lists(steps, "window", w_first[sel], w_len[sel]),
+            "window_start_ts": _arrow(steps.ts[w_first] if len(sel) else np.zeros(0, np.int64), pa.int64()),
+            **_step_lists(steps, "history", h_start, windows.history_end[sel] - h_start),
+            **_step_lists(steps, "window", w_first, windows.length[sel]),
             **{
                 name: _list_array(values, cand_offsets, cand_index, EXAMPLE_SCHEMA.field(name).type)
                 for name, values in candidates.items()
             },
         }
         tables[split_name] = pa.Table.from_arrays([columns[f.name] for f in EXAMPLE_SCHEMA], schema=EXAMPLE_SCHEMA)
+        del columns, cand_offsets, cand_index
     return tables
 
 
@@ -540,15 +579,31 @@ def collapse_stream(batches: Any, n_events: int, min_user_events: int) -> Custom
     return buffer.steps()
 
 
+def _visitor_ranges(con: duckdb.DuckDBPyConnection, n_ranges: int) -> list[tuple[int, int]]:
+    """[first, end) visitorid ranges that split the events into about n_ranges equal parts."""
+    fractions = [k / n_ranges for k in range(1, n_ranges)]
+    [(low, high, cuts)] = run_sql(con, "intermediate/seq_visitor_ranges", fractions=fractions).fetchall()
+    if low is None:
+        return []
+    bounds = sorted({int(low), *(int(c) for c in cuts or []), int(high) + 1})
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_events: int) -> CustomerSteps:
     """Vocabulary and stable item ids (SQL), then every event in step order, collapsed."""
     run_sql(con, "marts/item_index_init")
     run_sql(con, "intermediate/seq_item_counts", min_item_events=min_item_events)
     run_sql(con, "intermediate/seq_item_ids")
     [(n_events,)] = con.execute("SELECT count(*) FROM events").fetchall()
-    # con.sql, not run_sql: a relation streams Arrow batches (the statement has no parameters).
-    reader = con.sql(read_sql("intermediate/seq_ordered_events")).to_arrow_reader(STEP_BATCH_ROWS)
-    return collapse_stream(reader, n_events, min_user_events)
+    sql = read_sql("intermediate/seq_ordered_events")
+
+    def batches():
+        for first, end in _visitor_ranges(con, STEP_VISITOR_RANGES):
+            # A relation streams Arrow batches (run_sql would materialise the result first).
+            relation = con.sql(sql, params={"first_visitorid": first, "end_visitorid": end})
+            yield from relation.to_arrow_reader(STEP_BATCH_ROWS)
+
+    return collapse_stream(batches(), n_events, min_user_events)
 
 
 def _assign_customers(con: duckdb.DuckDBPyConnection, steps: CustomerSteps, in_training: np.ndarray) -> Customers:
@@ -560,19 +615,42 @@ def _assign_customers(con: duckdb.DuckDBPyConnection, steps: CustomerSteps, in_t
     )
 
 
-def _export_parquet(
-    con: duckdb.DuckDBPyConnection, out_dir: Path, examples: dict[str, pa.Table], serving: pa.RecordBatchReader
-) -> None:
-    """COPY every sequence table into `out_dir/<table>/part-0.parquet` (needs seq_customer_rows)."""
-    for table in TABLES:
+def _export(con: duckdb.DuckDBPyConnection, statement: str, view: str, rows: Any, out_dir: Path) -> None:
+    """COPY Arrow rows (a table or a one-shot reader), registered as `view`, with one
+    sql/marts/seq_export_*.sql statement into `out_dir/part-0.parquet`."""
+    out_dir.mkdir(parents=True)
+    con.register(view, rows)
+    try:
+        run_sql(con, statement, path=str(out_dir / PART_FILENAME))
+    finally:
+        con.unregister(view)
+
+
+def _export_all(
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path,
+    steps: CustomerSteps,
+    customers: Customers,
+    **example_params: int,
+) -> dict[str, int]:
+    """Write every sequence table under out_dir; returns the number of examples per split.
+
+    Serving goes first, streamed: the biggest table, written while no example rows are held;
+    each split's example rows are freed once written.
+    """
+    _export(con, "marts/seq_export_serving", "seq_serving_rows",
+            serving_reader(steps, customers, example_params["history_len"]), out_dir / "serving")
+    examples = example_tables(steps, customers, **example_params)
+    n_examples = {}
+    for split in SPLITS:
+        rows = examples.pop(split)
+        n_examples[split] = rows.num_rows
+        _export(con, "marts/seq_export_examples", "seq_examples_split", rows, out_dir / split)
+        del rows
+    for table in ("items", "customers"):
         (out_dir / table).mkdir(parents=True)
-    for split, rows in examples.items():
-        con.register("seq_examples_split", rows)
-        run_sql(con, "marts/seq_export_examples", path=str(out_dir / split / PART_FILENAME))
-    con.register("seq_serving_rows", serving)
-    run_sql(con, "marts/seq_export_serving", path=str(out_dir / "serving" / PART_FILENAME))
-    run_sql(con, "marts/seq_export_items", path=str(out_dir / "items" / PART_FILENAME))
-    run_sql(con, "marts/seq_export_customers", path=str(out_dir / "customers" / PART_FILENAME))
+        run_sql(con, f"marts/seq_export_{table}", path=str(out_dir / table / PART_FILENAME))
+    return n_examples
 
 
 def _publish_tables(con: duckdb.DuckDBPyConnection, meta: dict[str, Any]) -> None:
@@ -655,25 +733,29 @@ def build_sequence_tables(
         customers = _assign_customers(con, steps, in_training)
         con.register("seq_customer_rows", customers_table(customers))  # exported and published
         run_sql(con, "intermediate/seq_item_index_next", train_end_ts=train_end_ts)
-        serving = serving_reader(steps, customers, history_len)
-        examples = example_tables(
-            steps, customers, train_end_ts=train_end_ts, val_end_ts=val_end_ts,
-            history_len=history_len, max_candidates=max_candidates,
-        )
+        # One DuckDB thread for the exports: their rows come from Python (one generator, or
+        # Arrow tables already built), and a second writer thread only buffers more row groups
+        # (~60 MB for serving) for no gain in time.
+        [(threads,)] = con.execute("SELECT current_setting('threads')").fetchall()
+        con.execute("SET threads = 1")
+        try:
+            n_examples = _export_all(con, tmp_dir, steps, customers, history_len=history_len,
+                                     max_candidates=max_candidates, train_end_ts=train_end_ts, val_end_ts=val_end_ts)
+        finally:
+            con.execute(f"SET threads = {int(threads)}")
         [(n_items, n_item_ids)] = run_sql(con, "intermediate/seq_item_index_summary").fetchall()
         meta = {
             "train_end_ts": train_end_ts,
             "val_end_ts": val_end_ts,
             **params,
             "n_filtered_events": int(len(filtered_ts)),
-            **{f"n_{split}": examples[split].num_rows for split in SPLITS},
+            **{f"n_{split}": n_examples[split] for split in SPLITS},
             "n_serving": int(len(customers.customer_idx)),  # one serving row per customer
             "n_items": int(n_items),
             "n_item_ids": int(n_item_ids),
             "n_customers": int(len(customers.customer_idx)),
             "n_in_training": int(customers.in_training.sum()),
         }
-        _export_parquet(con, tmp_dir, examples, serving)
         (tmp_dir / META_FILENAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _publish_tables(con, meta)
         _swap_into_place(tmp_dir, final_dir)

@@ -18,9 +18,11 @@ DEFAULT_WAREHOUSE = Path("warehouse")
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DB_FILENAME = "recs.duckdb"
 # DuckDB's default buffer pool is 80% of RAM and it keeps what it reads cached: a pipeline that
-# streams 2.76M rows needs far less, and a bounded pool halved our peak memory at no time cost
-# (it spills to disk beyond it). Raise it for very large inputs with RECS_DUCKDB_MEMORY_LIMIT.
-DEFAULT_MEMORY_LIMIT = "400MB"
+# streams 2.76M rows needs far less (it spills to disk beyond the limit). bench/pipeline.py at
+# full scale (ingest + build): 250MB -> 4.6 s / 433 MB peak, 200MB -> 4.6 s / 400 MB,
+# 150MB -> 4.9 s / 391 MB.
+# Raise it for much larger inputs with RECS_DUCKDB_MEMORY_LIMIT.
+DEFAULT_MEMORY_LIMIT = "200MB"
 
 
 def db_path(warehouse_dir: str | Path) -> Path:

@@ -339,6 +339,7 @@ def test_random_events_match_the_reference_and_never_leak(tmp_path, monkeypatch,
 
         monkeypatch.setattr(sequences, "STEP_BATCH_ROWS", batch_rows)
         monkeypatch.setattr(sequences, "SERVING_BATCH_ROWS", batch_rows - 2)
+        monkeypatch.setattr(sequences, "STEP_VISITOR_RANGES", 3)
     events = random_events(seed=params["history_len"])
     warehouse = make_warehouse(tmp_path, events)
     report = build(warehouse, **params)

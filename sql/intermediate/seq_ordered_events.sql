@@ -1,4 +1,6 @@
--- Grain: one event (all customers, all items). Time column: timestamp (ms).
+-- Grain: one event of a visitor with $first_visitorid <= visitorid < $end_visitorid (all items).
+-- Time column: timestamp (ms). recs/sequences.py reads the visitors in a few such ranges, so
+-- DuckDB sorts a fraction of the events at a time (less memory, no spilling).
 -- Every event in step order: per visitor by (timestamp, event rank view<addtocart<transaction,
 -- itemid); rows tied on all of these are ordered by (category, root) in recs/sequences.py
 -- (cheaper than two more sort keys). item_idx is the vocabulary id, 0 for events on items
@@ -13,4 +15,5 @@ SELECT
     e.root_categoryid::INTEGER AS root_categoryid
 FROM events AS e
 LEFT JOIN seq_item_ids AS v ON e.itemid = v.itemid AND v.in_vocab
+WHERE e.visitorid >= $first_visitorid AND e.visitorid < $end_visitorid
 ORDER BY e.visitorid, e.timestamp, event_rank, e.itemid
