@@ -300,12 +300,15 @@ def data_fingerprint(warehouse_dir: str | Path) -> str:
     return hashlib.sha256(json.dumps(read_meta(warehouse_dir), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> bool:
-    """Remove a checkpoint trained on other data, another profile or another model architecture
-    version (resuming it would be wrong or impossible).
+def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile, settings: dict | None = None) -> bool:
+    """Remove a checkpoint trained on other data, another profile, another model architecture
+    version or (when `settings` is given) other run settings: resuming it would be wrong or
+    impossible. `settings` are the run's optimizer config (total steps: the learning-rate
+    schedule depends on them; seed) and the task's options, as stored in its meta under
+    "settings".
 
-    Returns True when something was removed. A checkpoint of the same data and profile is kept,
-    so a re-run resumes (or, when complete, returns at once).
+    Returns True when something was removed. A checkpoint of the same data, profile and settings
+    is kept, so a re-run resumes (or, when complete, returns at once).
     """
     import json
     import shutil
@@ -315,9 +318,11 @@ def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile) -> 
         return False
     meta = json.loads(metas[-1].read_text())
     # Compare as stored: the JSON round trip turns the profile's tuples into lists.
-    same_profile = meta.get("profile") == json.loads(json.dumps(profile.to_dict()))
+    as_stored = lambda value: json.loads(json.dumps(value))  # noqa: E731
+    same_profile = meta.get("profile") == as_stored(profile.to_dict())
     same_architecture = meta.get("architecture_version") == ARCHITECTURE_VERSION
-    if meta.get("data_fingerprint") == fingerprint and same_profile and same_architecture:
+    same_settings = settings is None or meta.get("settings") == as_stored(settings)
+    if meta.get("data_fingerprint") == fingerprint and same_profile and same_architecture and same_settings:
         return False
     shutil.rmtree(ckpt)
     return True
@@ -329,7 +334,9 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
     """Shared tail of both entry points: tag the data, drop a stale checkpoint, fit, summarize."""
     ckpt = checkpoint_path(checkpoint_dir, task.name, refit)
     task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
-    discard_stale_checkpoint(ckpt, fingerprint, prof)
+    options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings") if k in task.meta}
+    task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
+    discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
     result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
                  batch_size=batch_size, stop_after=stop_after)
     return _summary(task.name, result, ckpt, refit, profile if isinstance(profile, str) else "custom")

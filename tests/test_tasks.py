@@ -129,6 +129,20 @@ def test_rerun_after_sequence_tables_changed_starts_fresh(tiny_trained: TinyTrai
     assert not ckpt.exists()
 
 
+def test_rerun_with_other_steps_or_seed_starts_fresh(tiny_trained: TinyTrained, tmp_path: Path):
+    """A finished 40-step run is not returned for --steps 20 (nor resumed for 60: its
+    learning-rate schedule was for 40 steps), and another seed is another run."""
+    ckpt_dir = copy_checkpoints(tiny_trained.checkpoint_dir, tmp_path / "checkpoints")
+    shorter = train_retrieval_model(tiny_trained.warehouse_dir, ckpt_dir, profile="tiny", steps=20, progress=False)
+    assert (shorter["resumed_from"], shorter["steps"]) == (0, 20)
+    again = train_retrieval_model(tiny_trained.warehouse_dir, ckpt_dir, profile="tiny", steps=20, progress=False)
+    assert (again["resumed_from"], again["steps"]) == (20, 20)  # same settings: resumes, trains nothing
+    reseeded = train_retrieval_model(tiny_trained.warehouse_dir, ckpt_dir, profile="tiny", steps=20, seed=1,
+                                     progress=False)
+    assert (reseeded["resumed_from"], reseeded["steps"]) == (0, 20)
+    assert checkpoint_meta(checkpoint_path(ckpt_dir, "retrieval"))["settings"]["optim"]["seed"] == 1
+
+
 def test_half_then_resume_equals_straight_run_on_real_tables(tiny_trained: TinyTrained, tmp_path: Path):
     # The straight run is the session's 40-step retrieval model (same data, profile and seed).
     steps = TINY.retrieval.steps
