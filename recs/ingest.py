@@ -217,19 +217,25 @@ class PlainEventRows:
         self.path = path
         self.plain = True
         self.n_rows = 0
+        self.error: ValueError | None = None  # the file turned out unreadable (e.g. truncated gzip)
 
     def reader(self) -> pa.RecordBatchReader:
         """A one-shot reader over the rows (register it with DuckDB and scan it once)."""
         return pa.RecordBatchReader.from_batches(PLAIN_ROWS_SCHEMA, self._batches())
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        for body in _event_bodies(self.path):
-            table = parse_plain_block(body, self.n_rows + 2)  # line 1 is the header
-            if table is None:
-                self.plain = False
-                return
-            self.n_rows += table.num_rows
-            yield from table.to_batches()
+        # An exception raised in here would surface as a DuckDB error about the scan, so an
+        # unreadable file ends the stream and is reported by the caller instead.
+        try:
+            for body in _event_bodies(self.path):
+                table = parse_plain_block(body, self.n_rows + 2)  # line 1 is the header
+                if table is None:
+                    self.plain = False
+                    return
+                self.n_rows += table.num_rows
+                yield from table.to_batches()
+        except ValueError as exc:
+            self.error = exc
 
 
 def pick_lines(path: Path, line_numbers: np.ndarray) -> pa.Table:
@@ -349,6 +355,8 @@ def stage_events(con: duckdb.DuckDBPyConnection, path: Path) -> pa.Table | None:
         run_sql(con, "staging/stg_events_parsed_typed")
     finally:
         con.unregister(EVENT_ROWS_VIEW)
+    if rows.error is not None:
+        raise rows.error
     if rows.plain and rows.n_rows:
         return None
     lines = load_event_lines(path)

@@ -415,3 +415,22 @@ def test_a_dirty_line_after_clean_blocks_sends_the_file_to_sql_parsing(tmp_path,
         (402, "bad_transactionid")
     ]
     con.close()
+
+
+def test_gzip_truncated_after_clean_blocks_fails_naming_it_and_keeps_previous_tables(tmp_path, monkeypatch):
+    """The header reads fine and the first blocks stream into DuckDB before the gzip ends early:
+    one clear error naming the file, not a DuckDB scan error, and nothing replaced."""
+    import recs.ingest as ingest
+
+    monkeypatch.setattr(ingest, "EVENTS_BLOCK_BYTES", 4096)
+    con, _ = ingest_fresh(tmp_path / "warehouse", FIXTURES / "asof")
+    before = tables(con)
+    data = tmp_path / "data"
+    data.mkdir()
+    body = clean_events_with_duplicates(20_000).encode()
+    compressed = gzip.compress(body)
+    (data / "events.csv.gz").write_bytes(compressed[: len(compressed) * 2 // 3])
+    with pytest.raises(ValueError, match=r"events\.csv\.gz: unreadable"):
+        ingest_dir(con, data)
+    assert tables(con) == before
+    con.close()
