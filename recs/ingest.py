@@ -104,25 +104,47 @@ def split_lines(data: bytes) -> pa.Table:
     blank (whitespace-only) lines are dropped: they are not data rows. Bytes that are not valid
     UTF-8 are replaced by `\\xNN` escapes (a rare, slower path) so such lines still quarantine.
     """
+    data = _valid_utf8(data)
+    return _physical_lines(data, 1, _end_of_content(data))  # an empty file: one empty line (the header)
+
+
+def _valid_utf8(data: bytes) -> bytes:
+    """`data` itself when it is valid UTF-8, else a copy with `\\xNN` escapes for the bad bytes."""
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
-            data = data.decode("utf-8", errors="backslashreplace").encode("utf-8")
-    end = _end_of_content(data)  # 0 for an empty file: then one empty line (an empty header)
-    buffer = np.frombuffer(data, dtype=np.uint8, count=end)
-    line_ends = np.flatnonzero(buffer == 10) + 1  # position after each '\n'
-    offsets = np.empty(len(line_ends) + 2, dtype=np.int64)
+            return data.decode("utf-8", errors="backslashreplace").encode("utf-8")
+    return data
+
+
+def _physical_lines(data: bytes, first_line_number: int, end: int | None = None) -> pa.Table:
+    """(line_number, raw_line) of the lines of data[:end], numbered from first_line_number:
+    every '\\n'-terminated one (terminator kept) and the unterminated rest, if any (no lines at
+    all: one empty line). raw_line points into `data` itself (Arrow offsets, no copy)."""
+    end = len(data) if end is None else end
+    line_ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, count=end) == 10) + 1  # after each '\\n'
+    if not len(line_ends) or line_ends[-1] != end:
+        line_ends = np.append(line_ends, end)
+    offsets = np.empty(len(line_ends) + 1, dtype=np.int64)
     offsets[0] = 0
-    offsets[1:-1] = line_ends
-    offsets[-1] = end
-    n_lines = len(offsets) - 1
+    offsets[1:] = line_ends
+    n_lines = len(line_ends)
     raw_line = pa.LargeStringArray.from_buffers(n_lines, pa.py_buffer(offsets), pa.py_buffer(data))
-    # from_buffers rather than pa.array: the latter's first call costs ~1 s of lazy imports.
-    line_number = pa.Array.from_buffers(
-        pa.int64(), n_lines, [None, pa.py_buffer(np.arange(1, n_lines + 1, dtype=np.int64))]
-    )
+    line_number = _int64_array(np.arange(first_line_number, first_line_number + n_lines, dtype=np.int64))
     return pa.table({"line_number": line_number, "raw_line": raw_line})
+
+
+def _int64_array(values: np.ndarray) -> pa.Array:
+    """Zero-copy Arrow int64 array (from_buffers rather than pa.array, whose first call costs ~1 s
+    of lazy imports)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _count_lines(data: bytes) -> int:
+    """Physical lines in `data`: its '\\n's, plus one for an unterminated last line."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 def _end_of_content(data: bytes) -> int:
@@ -182,7 +204,7 @@ def parse_plain_block(body: bytes, first_line_number: int) -> pa.Table | None:
     """
     if body.translate(None, PLAIN_EVENT_BYTES):
         return None
-    n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+    n_lines = _count_lines(body)
     try:
         table = pacsv.read_csv(
             pa.BufferReader(body),
@@ -198,10 +220,7 @@ def parse_plain_block(body: bytes, first_line_number: int) -> pa.Table | None:
         return None
     if table.num_rows != n_lines:
         return None
-    line_number = pa.Array.from_buffers(
-        pa.int64(), n_lines,
-        [None, pa.py_buffer(np.arange(first_line_number, first_line_number + n_lines, dtype=np.int64))],
-    )
+    line_number = _int64_array(np.arange(first_line_number, first_line_number + n_lines, dtype=np.int64))
     return table.add_column(0, "line_number", line_number)
 
 
@@ -244,10 +263,10 @@ def pick_lines(path: Path, line_numbers: np.ndarray) -> pa.Table:
     parts = []
     first = 1  # line number of the block's first line
     for block in iter_line_blocks(path):
-        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        n_lines = _count_lines(block)
         lo, hi = np.searchsorted(line_numbers, [first, first + n_lines])
         if hi > lo:
-            lines = _physical_lines(block, first)
+            lines = _physical_lines(_valid_utf8(block), first)
             parts.append(lines.take(_int64_array(line_numbers[lo:hi] - first)))
         first += n_lines
         if first > (line_numbers[-1] if len(line_numbers) else 0):
@@ -255,27 +274,6 @@ def pick_lines(path: Path, line_numbers: np.ndarray) -> pa.Table:
     if not parts:
         return _physical_lines(b"", 1).slice(0, 0)
     return pa.concat_tables(parts)
-
-
-def _physical_lines(data: bytes, first_line_number: int) -> pa.Table:
-    """Every '\n'-terminated line of `data` (terminators kept), numbered from first_line_number."""
-    if not data.isascii():
-        data = data.decode("utf-8", errors="backslashreplace").encode("utf-8")
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(buffer == 10) + 1
-    if not len(ends) or ends[-1] != len(data):
-        ends = np.append(ends, len(data))
-    offsets = np.concatenate([[0], ends]).astype(np.int64)
-    n_lines = len(ends)
-    raw_line = pa.LargeStringArray.from_buffers(n_lines, pa.py_buffer(offsets), pa.py_buffer(data))
-    line_number = _int64_array(np.arange(first_line_number, first_line_number + n_lines, dtype=np.int64))
-    return pa.table({"line_number": line_number, "raw_line": raw_line})
-
-
-def _int64_array(values: np.ndarray) -> pa.Array:
-    """Zero-copy Arrow int64 array (pa.array's first call costs ~1 s of lazy imports)."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def first_line(path: Path) -> str:
