@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from recs.warehouse import run_sql
+from recs.warehouse import duckdb_setting, run_sql
 
 EVENTS_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 PROPERTIES_HEADER = "timestamp,itemid,property,value"
@@ -448,25 +448,22 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
     check_events_header(inputs["events"])
     # Nothing here relies on insertion order (every consumer orders explicitly); letting
     # DuckDB reorder saves ~10% CPU on the big CREATE TABLE AS statements.
-    preserve_order = _scalar(con, "SELECT current_setting('preserve_insertion_order')")
-    con.execute("SET preserve_insertion_order = false")
-    con.execute("BEGIN TRANSACTION")
-    try:
-        run_sql(con, "staging/stg_parse_bigint_macro")
-        stage_optional_inputs(con, inputs)
-        parse_path = build_tables(con, inputs["events"], plausible_window_days)
-        counts = summarize(con)
-        if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
-            raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
-                               f"{counts['rows_loaded']} loaded + {counts['rows_quarantined']} quarantined")
-        for name in WORKING_TABLES:
-            con.execute(f"DROP TABLE IF EXISTS {name}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.execute(f"SET preserve_insertion_order = {bool(preserve_order)}")
+    with duckdb_setting(con, "preserve_insertion_order", False):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            run_sql(con, "staging/stg_parse_bigint_macro")
+            stage_optional_inputs(con, inputs)
+            parse_path = build_tables(con, inputs["events"], plausible_window_days)
+            counts = summarize(con)
+            if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
+                raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
+                                   f"{counts['rows_loaded']} loaded + {counts['rows_quarantined']} quarantined")
+            for name in WORKING_TABLES:
+                con.execute(f"DROP TABLE IF EXISTS {name}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     files = {
         "events": inputs["events"].name,
         "item_properties": [p.name for p in inputs["item_properties"]],

@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from recs.warehouse import read_sql, run_sql, sequences_dir, table_exists
+from recs.warehouse import duckdb_setting, read_sql, run_sql, sequences_dir, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -718,51 +718,46 @@ def build_sequence_tables(
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = final_dir.with_name(f".{final_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     # The exports rely on DuckDB keeping the Arrow tables' row order (sorting lists is costly).
-    [(preserve_order,)] = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
-    con.execute("SET preserve_insertion_order = true")
-    try:
-        steps = _load_steps(con, min_item_events, min_user_events)
-        in_training = steps.n_vocab_events >= min_user_events
-        filtered_ts = steps.filtered_ts
-        if len(filtered_ts) == 0:
-            raise ValueError(
-                f"no events left after the filters (min_item_events={min_item_events}, "
-                f"min_user_events={min_user_events}): lower them or ingest more data"
-            )
-        train_end_ts, val_end_ts = discrete_quantiles(filtered_ts, (train_quantile, val_quantile))
-        customers = _assign_customers(con, steps, in_training)
-        con.register("seq_customer_rows", customers_table(customers))  # exported and published
-        run_sql(con, "intermediate/seq_item_index_next", train_end_ts=train_end_ts)
-        # One DuckDB thread for the exports: their rows come from Python (one generator, or
-        # Arrow tables already built), and a second writer thread only buffers more row groups
-        # (~60 MB for serving) for no gain in time.
-        [(threads,)] = con.execute("SELECT current_setting('threads')").fetchall()
-        con.execute("SET threads = 1")
+    with duckdb_setting(con, "preserve_insertion_order", True):
         try:
-            n_examples = _export_all(con, tmp_dir, steps, customers, history_len=history_len,
-                                     max_candidates=max_candidates, train_end_ts=train_end_ts, val_end_ts=val_end_ts)
+            steps = _load_steps(con, min_item_events, min_user_events)
+            in_training = steps.n_vocab_events >= min_user_events
+            filtered_ts = steps.filtered_ts
+            if len(filtered_ts) == 0:
+                raise ValueError(
+                    f"no events left after the filters (min_item_events={min_item_events}, "
+                    f"min_user_events={min_user_events}): lower them or ingest more data"
+                )
+            train_end_ts, val_end_ts = discrete_quantiles(filtered_ts, (train_quantile, val_quantile))
+            customers = _assign_customers(con, steps, in_training)
+            con.register("seq_customer_rows", customers_table(customers))  # exported and published
+            run_sql(con, "intermediate/seq_item_index_next", train_end_ts=train_end_ts)
+            # One DuckDB thread for the exports: their rows come from Python (one generator, or
+            # Arrow tables already built), and a second writer thread only buffers more row groups
+            # (~60 MB for serving) for no gain in time.
+            with duckdb_setting(con, "threads", 1):
+                n_examples = _export_all(con, tmp_dir, steps, customers, history_len=history_len,
+                                         max_candidates=max_candidates, train_end_ts=train_end_ts,
+                                         val_end_ts=val_end_ts)
+            [(n_items, n_item_ids)] = run_sql(con, "intermediate/seq_item_index_summary").fetchall()
+            meta = {
+                "train_end_ts": train_end_ts,
+                "val_end_ts": val_end_ts,
+                **params,
+                "n_filtered_events": int(len(filtered_ts)),
+                **{f"n_{split}": n_examples[split] for split in SPLITS},
+                "n_serving": int(len(customers.customer_idx)),  # one serving row per customer
+                "n_items": int(n_items),
+                "n_item_ids": int(n_item_ids),
+                "n_customers": int(len(customers.customer_idx)),
+                "n_in_training": int(customers.in_training.sum()),
+            }
+            (tmp_dir / META_FILENAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            _publish_tables(con, meta)
+            _swap_into_place(tmp_dir, final_dir)
         finally:
-            con.execute(f"SET threads = {int(threads)}")
-        [(n_items, n_item_ids)] = run_sql(con, "intermediate/seq_item_index_summary").fetchall()
-        meta = {
-            "train_end_ts": train_end_ts,
-            "val_end_ts": val_end_ts,
-            **params,
-            "n_filtered_events": int(len(filtered_ts)),
-            **{f"n_{split}": n_examples[split] for split in SPLITS},
-            "n_serving": int(len(customers.customer_idx)),  # one serving row per customer
-            "n_items": int(n_items),
-            "n_item_ids": int(n_item_ids),
-            "n_customers": int(len(customers.customer_idx)),
-            "n_in_training": int(customers.in_training.sum()),
-        }
-        (tmp_dir / META_FILENAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _publish_tables(con, meta)
-        _swap_into_place(tmp_dir, final_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _cleanup(con)
-        con.execute(f"SET preserve_insertion_order = {bool(preserve_order)}")
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            _cleanup(con)
     report = {**meta, "sequences_dir": str(final_dir), "seconds": round(time.perf_counter() - started, 3)}
     log.info("built sequence tables: %s", report)
     return report

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,15 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
         ).fetchone()[0]
     )
+
+
+@contextmanager
+def duckdb_setting(con: duckdb.DuckDBPyConnection, name: str, value: bool | int) -> Iterator[None]:
+    """`SET name = value` for the duration of the block; the previous value is restored after it,
+    also when the block fails."""
+    [(previous,)] = con.execute(f"SELECT current_setting('{name}')").fetchall()
+    con.execute(f"SET {name} = {value}")
+    try:
+        yield
+    finally:
+        con.execute(f"SET {name} = {previous}")
