@@ -14,6 +14,7 @@ sequence_meta are replaced in one transaction, and only then the directory is sw
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -141,7 +142,6 @@ class CustomerSteps:
     visitorid: np.ndarray  # int64 [V], every visitor in events
     n_events: np.ndarray  # int32 [V], all events
     n_vocab_events: np.ndarray  # int32 [V], events on vocabulary items
-    first: np.ndarray  # int64 [V]
     count: np.ndarray  # int32 [V] (int32: 1.4M visitors at full scale, every byte shows in the peak)
     filtered_ts: np.ndarray  # int64 [F], ms of the vocabulary events of in-training visitors
     item: np.ndarray  # int32 [S] item_idx
@@ -149,6 +149,11 @@ class CustomerSteps:
     root: np.ndarray  # int32 [S]
     action: np.ndarray  # int8 [S] bitmask
     ts: np.ndarray  # int64 [S] ms
+
+    @functools.cached_property
+    def first(self) -> np.ndarray:
+        """int64 [V]: each visitor's first step row (steps are grouped like the visitors)."""
+        return np.cumsum(self.count, dtype=np.int64) - self.count
 
 
 def _run_starts(*keys: np.ndarray) -> np.ndarray:
@@ -226,7 +231,6 @@ def collapse_steps(
         visitorid=visitorid[visitor_start].astype(np.int64),
         n_events=n_events.astype(np.int32),
         n_vocab_events=n_vocab_events,
-        first=np.cumsum(count, dtype=np.int64) - count,
         count=count,
         filtered_ts=v_ts[np.repeat(in_training, n_vocab_events)].astype(np.int64),
         item=v_item[step_first].astype(np.int32),
@@ -278,7 +282,7 @@ class StepsBuffer:
         arrays = {name: self._arrays[name][:n["visitors"]] for name in _VISITOR_FIELDS}
         arrays |= {name: self._arrays[name][:n["steps"]] for name in _STEP_FIELDS}
         arrays["filtered_ts"] = self._arrays["filtered_ts"][:n["filtered"]]
-        return CustomerSteps(first=np.cumsum(arrays["count"], dtype=np.int64) - arrays["count"], **arrays)
+        return CustomerSteps(**arrays)
 
 
 def discrete_quantiles(values: np.ndarray, quantiles: tuple[float, ...]) -> list[int]:
@@ -579,14 +583,15 @@ def collapse_stream(batches: Any, n_events: int, min_user_events: int) -> Custom
     return buffer.steps()
 
 
-def _visitor_ranges(con: duckdb.DuckDBPyConnection, n_ranges: int) -> list[tuple[int, int]]:
-    """[first, end) visitorid ranges that split the events into about n_ranges equal parts."""
+def _visitor_ranges(con: duckdb.DuckDBPyConnection, n_ranges: int) -> tuple[int, list[tuple[int, int]]]:
+    """The number of events, and [first, end) visitorid ranges that split them into about
+    n_ranges equal parts."""
     fractions = [k / n_ranges for k in range(1, n_ranges)]
-    [(low, high, cuts)] = run_sql(con, "intermediate/seq_visitor_ranges", fractions=fractions).fetchall()
+    [(n_events, low, high, cuts)] = run_sql(con, "intermediate/seq_visitor_ranges", fractions=fractions).fetchall()
     if low is None:
-        return []
+        return 0, []
     bounds = sorted({int(low), *(int(c) for c in cuts or []), int(high) + 1})
-    return list(zip(bounds[:-1], bounds[1:]))
+    return int(n_events), list(zip(bounds[:-1], bounds[1:]))
 
 
 def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_events: int) -> CustomerSteps:
@@ -594,11 +599,11 @@ def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_e
     run_sql(con, "marts/item_index_init")
     run_sql(con, "intermediate/seq_item_counts", min_item_events=min_item_events)
     run_sql(con, "intermediate/seq_item_ids")
-    [(n_events,)] = con.execute("SELECT count(*) FROM events").fetchall()
+    n_events, ranges = _visitor_ranges(con, STEP_VISITOR_RANGES)
     sql = read_sql("intermediate/seq_ordered_events")
 
     def batches():
-        for first, end in _visitor_ranges(con, STEP_VISITOR_RANGES):
+        for first, end in ranges:
             # A relation streams Arrow batches (run_sql would materialise the result first).
             relation = con.sql(sql, params={"first_visitorid": first, "end_visitorid": end})
             yield from relation.to_arrow_reader(STEP_BATCH_ROWS)
