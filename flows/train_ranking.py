@@ -5,11 +5,11 @@ the retrieval checkpoint; `freeze_embeddings` keeps them fixed.
 """
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows._common import is_transient, publish_markdown
-from flows.train_retrieval import summary_markdown
+from flows._common import is_transient
+from flows.train_retrieval import report_training
 
 
 @task(retries=1, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
@@ -29,9 +29,7 @@ def train_ranking(warehouse_dir: str = "warehouse", checkpoint_dir: str = "check
     """Train the ranking model (`refit=True`: on all data, for serving)."""
     summary = fit_ranking(str(warehouse_dir), str(checkpoint_dir), profile, steps, seed, refit,
                           init_from_retrieval, freeze_embeddings)
-    get_run_logger().info("ranking: %s", summary_markdown(summary).replace("\n", " | "))
-    publish_markdown(summary_markdown(summary), "train-ranking" + ("-refit" if refit else ""),
-                     "Ranking training summary")
+    report_training(summary)
     return summary
 
 

@@ -33,14 +33,21 @@ def summary_markdown(summary: dict, metric_prefix: str = "val_") -> str:
     return "\n".join(lines)
 
 
+def report_training(summary: dict) -> None:
+    """Log a training summary on one line and publish it as a markdown artifact
+    (key `train-<model>`, `-refit` appended for a refit)."""
+    model, markdown = summary["model"], summary_markdown(summary)
+    get_run_logger().info("%s: %s", model, markdown.replace("\n", " | "))
+    publish_markdown(markdown, f"train-{model}" + ("-refit" if summary["refit"] else ""),
+                     f"{model.capitalize()} training summary")
+
+
 @flow(name="train_retrieval")
 def train_retrieval(warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints", profile: str = "cpu",
                     steps: int | None = None, seed: int = 0, refit: bool = False) -> dict:
     """Train the retrieval model (`refit=True`: on all data, for serving)."""
     summary = fit_retrieval(str(warehouse_dir), str(checkpoint_dir), profile, steps, seed, refit)
-    get_run_logger().info("retrieval: %s", summary_markdown(summary).replace("\n", " | "))
-    publish_markdown(summary_markdown(summary), "train-retrieval" + ("-refit" if refit else ""),
-                     "Retrieval training summary")
+    report_training(summary)
     return summary
 
 
