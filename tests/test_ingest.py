@@ -10,6 +10,7 @@ import pytest
 
 from recs.ingest import QUARANTINE_REASONS, WAREHOUSE_TABLES, ingest_dir
 from recs.warehouse import connect
+from tests.warehouse_queries import query
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 T0 = 1_433_000_000_000  # ms; fixture times are T0 + a few seconds
@@ -331,16 +332,6 @@ def test_real_retailrocket_sample_parses(tmp_path, shared_data):
     con.close()
 
 
-def warehouse_rows(warehouse: Path, sql: str) -> list[tuple]:
-    """Rows of a query on a closed warehouse, read through a short-lived read-only connection
-    (none stays in the caller's frame, which Prefect's stored failure state would keep alive)."""
-    con = connect(warehouse, read_only=True)
-    try:
-        return rows(con, sql)
-    finally:
-        con.close()
-
-
 def test_ingest_flow_records_the_run(prefect_harness, tmp_path, capsys):
     from flows.ingest import ingest
     from recs.cli import main
@@ -348,7 +339,7 @@ def test_ingest_flow_records_the_run(prefect_harness, tmp_path, capsys):
     warehouse = tmp_path / "warehouse"
     report = ingest(data_dir=str(FIXTURES / "bad_rows"), warehouse_dir=str(warehouse))
     assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (23, 4, 19)
-    assert warehouse_rows(warehouse, "SELECT run_id, rows_read, rows_loaded, rows_quarantined FROM ingest_runs") == [
+    assert query(warehouse, "SELECT run_id, rows_read, rows_loaded, rows_quarantined FROM ingest_runs") == [
         (report["run_id"], 23, 4, 19)
     ]
     # A missing events.csv through the CLI: one error line, exit code 2, tables untouched.
@@ -356,8 +347,8 @@ def test_ingest_flow_records_the_run(prefect_harness, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"recs ingest: error: events.csv (or events.csv.gz) not found in {tmp_path / 'nowhere'} (no such directory)"
     )
-    assert warehouse_rows(warehouse, "SELECT count(*) FROM events") == [(4,)]
-    assert warehouse_rows(warehouse, "SELECT count(*) FROM ingest_runs") == [(1,)]
+    assert query(warehouse, "SELECT count(*) FROM events") == [(4,)]
+    assert query(warehouse, "SELECT count(*) FROM ingest_runs") == [(1,)]
 
 
 def clean_events_with_duplicates(n: int = 400) -> str:

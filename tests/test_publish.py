@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from recs.publish import connect_with_retry, publish_run, staging_dir, write_shard
+from tests.warehouse_queries import query
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +44,8 @@ def stage_and_publish(warehouse: Path, run_id: str, n_customers: int, shards: in
 
 
 def latest(warehouse: Path) -> list[tuple]:
-    con = connect_with_retry(warehouse, read_only=True)
-    try:
-        return con.execute("SELECT run_id, count(*), count(DISTINCT customer_id) FROM latest_recommendations "
-                           "GROUP BY run_id").fetchall()
-    finally:
-        con.close()
+    return query(warehouse, "SELECT run_id, count(*), count(DISTINCT customer_id) FROM latest_recommendations "
+                            "GROUP BY run_id")
 
 
 def test_publish_makes_newest_run_latest_and_keeps_last_runs(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 from recs.publish import connect_with_retry
 from recs.recommend import HISTORY_EVENTS, format_recommendation, recommend_for_customer
+from tests.warehouse_queries import query
 
 TOP_N = 8
 SOURCES = {"retrieval", "recent", "retrieval+recent", "popularity"}
@@ -63,14 +64,6 @@ def scored(trained, live) -> dict:
     from recs.scoring import score_all_customers
 
     return score_all_customers(trained.warehouse, trained.checkpoints, top_n=TOP_N, progress=False)
-
-
-def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = connect_with_retry(warehouse, read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def test_live_list_when_nothing_is_published(trained, live):

@@ -13,10 +13,10 @@ import pytest
 from model.data import SequenceTables, serving_histories
 from model.serving import Recommender, ServingConfig
 from model.tasks import corpus_mask
-from recs.publish import connect_with_retry
 from recs.scoring import load_serving_models, score_all_customers
 from recs.warehouse import sequences_dir
 from tests.trained_fixtures import TinyTrained, copy_warehouse, tiny_trained, tiny_warehouse  # noqa: F401
+from tests.warehouse_queries import query
 
 TOP_N = 5
 
@@ -37,14 +37,6 @@ def runs(tiny_trained: TinyTrained, tmp_path_factory: pytest.TempPathFactory) ->
     unruled = score_all_customers(warehouse, tiny_trained.checkpoint_dir, top_n=TOP_N, keep_runs=3, progress=False,
                                   exclude_unavailable=False, exclude_bought=False)
     return ScoringRuns(warehouse, ruled, unruled)
-
-
-def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = connect_with_retry(warehouse, read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def customers(warehouse: Path) -> dict[int, bool]:
