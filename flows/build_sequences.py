@@ -37,8 +37,10 @@ def build_sequences(
     max_candidates: int = 16,
     train_quantile: float = 0.8,
     val_quantile: float = 0.9,
+    collapse_repeats: bool = False,
 ) -> dict:
-    """Filter, collapse, split and window the warehouse events into parquet sequence tables."""
+    """Filter, split and window the warehouse events (one step per event unless
+    collapse_repeats) into parquet sequence tables."""
     params = dict(
         min_user_events=min_user_events,
         min_item_events=min_item_events,
@@ -48,7 +50,7 @@ def build_sequences(
         val_quantile=val_quantile,
     )
     validate_params(**params)  # fail before any task starts
-    report = build_tables(str(warehouse_dir), params)
+    report = build_tables(str(warehouse_dir), {**params, "collapse_repeats": collapse_repeats})
     get_run_logger().info(
         "sequences: %d train / %d val / %d test examples, %d items, %d customers (%d in training) in %.2f s",
         report["n_train"], report["n_val"], report["n_test"], report["n_items"],

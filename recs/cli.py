@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse(p)
 
     p = sub.add_parser("build", help="build parquet sequence tables from the warehouse",
-                       description="Filter customers/items, collapse repeats into steps, split in time, and write warehouse/sequences/{train,val,test,serving}/ parquet.")
+                       description="Filter customers/items, turn events into steps (one per event unless --collapse-repeats), split in time, and write warehouse/sequences/{train,val,test,serving}/ parquet.")
     p.add_argument("--data", default=None, help="if given, ingest this directory first")
     _add_warehouse(p)
     _add_filters(p)
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-candidates", type=int, default=16)
     p.add_argument("--train-quantile", type=float, default=0.8)
     p.add_argument("--val-quantile", type=float, default=0.9)
+    p.add_argument("--collapse-repeats", action="store_true",
+                   help="merge consecutive events on the same item into one step (default: one step per event)")
 
     for name, helptext in (("train-retrieval", "train the two-tower retrieval model"),
                            ("train-ranking", "train the candidate-isolated ranking model")):
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 warehouse_dir=args.warehouse, min_user_events=args.min_user_events,
                 min_item_events=args.min_item_events, history_len=args.history_len,
                 max_candidates=args.max_candidates, train_quantile=args.train_quantile,
-                val_quantile=args.val_quantile))
+                val_quantile=args.val_quantile, collapse_repeats=args.collapse_repeats))
         elif cmd == "train-retrieval":
             from flows.train_retrieval import train_retrieval
 

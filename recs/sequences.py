@@ -170,7 +170,8 @@ def _run_starts(*keys: np.ndarray) -> np.ndarray:
 def _first_category_root(
     v_keys: tuple[np.ndarray, ...], v_category: np.ndarray, v_root: np.ndarray, step_first: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Category and root of each step's first event under the full order.
+    """Category and root of each step's first event under the full order (of each event's own
+    position in that order when every event is a step).
 
     The SQL sort stops at (visitorid, timestamp, event rank, itemid): two more sort keys cost
     ~0.3 s at full scale. Rows tied on those keys (the same item at the same ms; the ASOF
@@ -181,9 +182,12 @@ def _first_category_root(
     tie_start = np.flatnonzero(is_tie_start)
     # (category, root) packed into one int64 that orders like the pair.
     packed = (v_category.astype(np.int64) << 32) | (v_root.astype(np.int64) + 2**31)
-    group_min = np.minimum.reduceat(packed, tie_start) if len(tie_start) else packed
     group_of_row = np.cumsum(is_tie_start) - 1
-    first = group_min[group_of_row[step_first]]
+    if len(step_first) == len(packed):  # one step per event: each tie group in (category, root) order
+        first = packed[np.lexsort((packed, group_of_row))]
+    else:
+        group_min = np.minimum.reduceat(packed, tie_start) if len(tie_start) else packed
+        first = group_min[group_of_row[step_first]]
     return (first >> 32).astype(np.int32), ((first & 0xFFFFFFFF) - 2**31).astype(np.int32)
 
 
@@ -195,20 +199,25 @@ def collapse_steps(
     categoryid: np.ndarray,
     root_categoryid: np.ndarray,
     min_user_events: int,
+    collapse_repeats: bool = False,
 ) -> CustomerSteps:
-    """Collapse events sorted by (visitorid, timestamp, event rank, itemid) into steps.
+    """Turn events sorted by (visitorid, timestamp, event rank, itemid) into steps.
 
-    Events with item_idx 0 (outside the vocabulary) only count towards n_events; among the
-    rest, consecutive events of a visitor on the same item form one step whose action is the
-    OR of their bits and whose ts / category / root are the first event's. Visitors with at
-    least min_user_events vocabulary events are in training: their events' ms are filtered_ts.
+    Events with item_idx 0 (outside the vocabulary) only count towards n_events; every other
+    event is one step (its action bit, ts, category and root). With collapse_repeats,
+    consecutive events of a visitor on the same item form one step instead, whose action is the
+    OR of their bits and whose ts / category / root are the first event's. Off by default:
+    a repeat of the previous item is the single most frequent next event (20% on the real
+    sessions), so models must see and predict it. Visitors with at least min_user_events
+    vocabulary events are in training: their events' ms are filtered_ts.
     """
     visitor_start = np.flatnonzero(_run_starts(visitorid))
     n_events = np.diff(np.append(visitor_start, len(visitorid)))
     vocab_rows = np.flatnonzero(item_idx > 0)
     v_visitor, v_item, v_ts = visitorid[vocab_rows], item_idx[vocab_rows], timestamp[vocab_rows]
     v_rank = event_rank[vocab_rows]
-    step_first = np.flatnonzero(_run_starts(v_visitor, v_item))  # into vocab_rows
+    step_first = (np.flatnonzero(_run_starts(v_visitor, v_item)) if collapse_repeats
+                  else np.arange(len(vocab_rows)))  # into vocab_rows
     step_rows = vocab_rows[step_first]  # event row of each step's first event
     action = (
         np.bitwise_or.reduceat(_ACTION_OF_RANK[v_rank], step_first) if len(step_first) else np.zeros(0, np.int8)
@@ -558,7 +567,8 @@ def _numpy(array: pa.Array) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
-def collapse_stream(batches: Any, n_events: int, min_user_events: int) -> CustomerSteps:
+def collapse_stream(batches: Any, n_events: int, min_user_events: int,
+                    collapse_repeats: bool = False) -> CustomerSteps:
     """collapse_steps over a stream of Arrow batches of seq_ordered_events (n_events rows in
     all), a few visitors' events at a time: memory stays at one batch plus the result, not the
     whole sorted event table. A visitor's events may straddle batches: the last visitor of a
@@ -576,10 +586,10 @@ def collapse_stream(batches: Any, n_events: int, min_user_events: int) -> Custom
         changes = np.flatnonzero(visitorid[1:] != visitorid[:-1])
         cut = int(changes[-1]) + 1 if len(changes) else 0  # first row of the batch's last visitor
         if cut:
-            buffer.append(collapse_steps(*(c[:cut] for c in columns), min_user_events))
+            buffer.append(collapse_steps(*(c[:cut] for c in columns), min_user_events, collapse_repeats))
         carry = [c[cut:] for c in columns]
     if carry is not None:
-        buffer.append(collapse_steps(*carry, min_user_events))
+        buffer.append(collapse_steps(*carry, min_user_events, collapse_repeats))
     return buffer.steps()
 
 
@@ -594,8 +604,9 @@ def _visitor_ranges(con: duckdb.DuckDBPyConnection, n_ranges: int) -> tuple[int,
     return int(n_events), list(zip(bounds[:-1], bounds[1:]))
 
 
-def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_events: int) -> CustomerSteps:
-    """Vocabulary and stable item ids (SQL), then every event in step order, collapsed."""
+def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_events: int,
+                collapse_repeats: bool) -> CustomerSteps:
+    """Vocabulary and stable item ids (SQL), then every event in step order as steps."""
     run_sql(con, "marts/item_index_init")
     run_sql(con, "intermediate/seq_item_counts", min_item_events=min_item_events)
     run_sql(con, "intermediate/seq_item_ids")
@@ -608,7 +619,7 @@ def _load_steps(con: duckdb.DuckDBPyConnection, min_item_events: int, min_user_e
             relation = con.sql(sql, params={"first_visitorid": first, "end_visitorid": end})
             yield from relation.to_arrow_reader(STEP_BATCH_ROWS)
 
-    return collapse_stream(batches(), n_events, min_user_events)
+    return collapse_stream(batches(), n_events, min_user_events, collapse_repeats)
 
 
 def _assign_customers(con: duckdb.DuckDBPyConnection, steps: CustomerSteps, in_training: np.ndarray) -> Customers:
@@ -701,6 +712,7 @@ def build_sequence_tables(
     max_candidates: int = 16,
     train_quantile: float = 0.8,
     val_quantile: float = 0.9,
+    collapse_repeats: bool = False,
 ) -> dict[str, Any]:
     """Build `warehouse_dir/sequences/` and the item_index / customer_index / sequence_meta tables.
 
@@ -717,6 +729,7 @@ def build_sequence_tables(
         val_quantile=val_quantile,
     )
     validate_params(**params)
+    params["collapse_repeats"] = bool(collapse_repeats)
     _require_inputs(con)
     started = time.perf_counter()
     final_dir = sequences_dir(warehouse_dir)
@@ -725,7 +738,7 @@ def build_sequence_tables(
     # The exports rely on DuckDB keeping the Arrow tables' row order (sorting lists is costly).
     with duckdb_setting(con, "preserve_insertion_order", True):
         try:
-            steps = _load_steps(con, min_item_events, min_user_events)
+            steps = _load_steps(con, min_item_events, min_user_events, params["collapse_repeats"])
             in_training = steps.n_vocab_events >= min_user_events
             filtered_ts = steps.filtered_ts
             if len(filtered_ts) == 0:

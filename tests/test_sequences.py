@@ -135,6 +135,18 @@ def serving(customer_idx, visitorid, history) -> dict:
 # Steps
 # ------------------------------------------------------------------------------------------
 
+def test_every_event_is_a_step_by_default_so_repeats_stay_visible(tmp_path):
+    a, b = 500, 300  # item_idx: b -> 1, a -> 2 (itemid order)
+    events = [Event(1000, 1, VIEW, a, 11, 1), Event(2000, 1, VIEW, a, 11, 1), Event(2000, 1, CART, a, 12, 1),
+              Event(3000, 1, VIEW, b, 21, 2), Event(4000, 1, VIEW, b, 21, 2)]
+    warehouse = make_warehouse(tmp_path, events)
+    report = build(warehouse, **LOOSE)
+    assert rows(warehouse, "serving") == [serving(1, 1, [
+        (2, 11, 1, 4, 1000), (2, 11, 1, 4, 2000), (2, 12, 1, 2, 2000), (1, 21, 2, 4, 3000), (1, 21, 2, 4, 4000)])]
+    assert rows(warehouse, "customers")[0]["n_steps"] == 5
+    assert report["collapse_repeats"] is False
+
+
 def test_steps_collapse_consecutive_repeats_into_multi_hot_and_keep_later_repeats(tmp_path):
     a, b = 500, 300  # item_idx: b -> 1, a -> 2 (itemid order)
     events = [
@@ -150,7 +162,7 @@ def test_steps_collapse_consecutive_repeats_into_multi_hot_and_keep_later_repeat
         Event(6000, 1, VIEW, b, 21, 2),
     ]
     warehouse = make_warehouse(tmp_path, events)
-    build(warehouse, **LOOSE)
+    build(warehouse, **LOOSE, collapse_repeats=True)
     expected = [(2, 11, 1, 6, 1000), (1, 21, 2, 4, 3000), (2, 13, 1, 5, 4000), (1, 21, 2, 4, 5000),
                 (2, 12, 1, 2, 5000), (1, 21, 2, 4, 6000), (2, 12, 1, 4, 6000)]
     assert rows(warehouse, "serving") == [serving(1, 1, expected)]
@@ -183,16 +195,16 @@ def test_filters_drop_rare_items_and_light_customers_but_serve_everyone(tmp_path
          "n_events": 2, "n_train_events": 0, "in_vocab": True},
     ]
     assert rows(warehouse, "customers") == [
-        {"customer_idx": 1, "visitorid": 1, "n_events": 4, "n_steps": 2, "in_training": True},
+        {"customer_idx": 1, "visitorid": 1, "n_events": 4, "n_steps": 3, "in_training": True},
         {"customer_idx": 2, "visitorid": 2, "n_events": 2, "n_steps": 2, "in_training": False},
         {"customer_idx": 3, "visitorid": 3, "n_events": 1, "n_steps": 0, "in_training": False},
     ]
-    step_p, step_q = (1, 1, 1, 4, 1000), (2, 1, 1, 4, 3000)
-    assert rows(warehouse, "train") == [example(1, 1, [], [step_p])]
+    step_p, step_p2, step_q = (1, 1, 1, 4, 1000), (1, 1, 1, 4, 2000), (2, 1, 1, 4, 3000)
+    assert rows(warehouse, "train") == [example(1, 1, [], [step_p, step_p2])]
     assert rows(warehouse, "val") == []
-    assert rows(warehouse, "test") == [example(1, 1, [step_p], [step_q])]
+    assert rows(warehouse, "test") == [example(1, 1, [step_p, step_p2], [step_q])]
     assert rows(warehouse, "serving") == [
-        serving(1, 1, [step_p, step_q]),
+        serving(1, 1, [step_p, step_p2, step_q]),
         serving(2, 2, [(1, 1, 1, 4, 5000), (2, 1, 1, 2, 6000)]),
         serving(3, 3, []),
     ]
@@ -253,7 +265,7 @@ def test_candidates_are_distinct_window_items_with_or_of_their_actions(tmp_path)
     events = [Event(1000, 1, VIEW, 1, 11, 1), Event(2000, 1, VIEW, 2, 21, 2), Event(3000, 1, CART, 1, 12, 1),
               Event(4000, 1, BUY, 1, 13, 1), Event(5000, 1, VIEW, 2, 22, 2)] + late_bulk_events()
     warehouse = make_warehouse(tmp_path, events)
-    build(warehouse, **LOOSE)
+    build(warehouse, **LOOSE, collapse_repeats=True)
     [row] = [r for r in rows(warehouse, "train") if r["visitorid"] == 1]
     # Steps: 1(view) 2(view) 1(cart+buy collapsed) 2(view); category at first occurrence.
     assert row["window_item"] == [1, 2, 1, 2]
@@ -283,7 +295,7 @@ def random_events(seed: int, n_visitors: int = 120, n_items: int = 40) -> list[E
 
 
 def reference_tables(events: Sequence[Event], *, min_user_events, min_item_events, history_len,
-                     max_candidates, train_quantile, val_quantile) -> dict:
+                     max_candidates, train_quantile, val_quantile, collapse_repeats=False) -> dict:
     """The README contract, literally, with loops (first build: ids in id order)."""
     counts = Counter(e.itemid for e in events)
     item_idx = {i: k + 1 for k, i in enumerate(sorted(i for i, n in counts.items() if n >= min_item_events))}
@@ -298,7 +310,7 @@ def reference_tables(events: Sequence[Event], *, min_user_events, min_item_event
         n_vocab[v] = len(ordered)
         out: list[list[int]] = []
         for e in ordered:
-            if out and out[-1][0] == item_idx[e.itemid]:
+            if collapse_repeats and out and out[-1][0] == item_idx[e.itemid]:
                 out[-1][3] |= BIT[e.event]
             else:
                 out.append([item_idx[e.itemid], e.category, e.root, BIT[e.event], e.ts])
@@ -332,7 +344,9 @@ def reference_tables(events: Sequence[Event], *, min_user_events, min_item_event
     dict(min_user_events=10, min_item_events=5, history_len=64, max_candidates=16, train_quantile=0.8, val_quantile=0.9),
 ])
 @pytest.mark.parametrize("batch_rows", [None, 7], ids=["one-batch", "tiny-batches"])
-def test_random_events_match_the_reference_and_never_leak(tmp_path, monkeypatch, params, batch_rows):
+@pytest.mark.parametrize("collapse_repeats", [False, True], ids=["event-steps", "collapsed"])
+def test_random_events_match_the_reference_and_never_leak(tmp_path, monkeypatch, params, batch_rows,
+                                                          collapse_repeats):
     """Also with event and serving batches of a few rows, so customers straddle batches."""
     if batch_rows:
         import recs.sequences as sequences
@@ -342,6 +356,7 @@ def test_random_events_match_the_reference_and_never_leak(tmp_path, monkeypatch,
         monkeypatch.setattr(sequences, "STEP_VISITOR_RANGES", 3)
     events = random_events(seed=params["history_len"])
     warehouse = make_warehouse(tmp_path, events)
+    params = {**params, "collapse_repeats": collapse_repeats}
     report = build(warehouse, **params)
     expected = reference_tables(events, **params)
     train_end, val_end = expected["cutoffs"]
@@ -444,9 +459,9 @@ def test_ids_stay_stable_when_events_arrive_and_items_leave_the_vocabulary(tmp_p
             (1, 100, 3, False), (2, 200, 5, True), (3, 50, 4, True)
         ]
         assert [(r["customer_idx"], r["visitorid"]) for r in rows(warehouse, "customers")] == [(1, 10), (2, 20), (3, 5)]
-        # Item 100 left the vocabulary: no steps; 200's events are now consecutive -> one step.
+        # Item 100 left the vocabulary: no steps; every event on 200 and 50 is one.
         assert [(r["visitorid"], r["history_item"], r["history_ts"]) for r in rows(warehouse, "serving")] == [
-            (10, [2], [3000]), (20, [2], [5000]), (5, [3], [9000])
+            (10, [2, 2, 2], [3000, 7000, 8000]), (20, [2, 2], [5000, 6000]), (5, [3] * 4, [9000, 9001, 9002, 9003])
         ]
     with duckdb.connect(str(db_path(warehouse)), read_only=True) as con:
         assert con.execute("SELECT item_idx, itemid, in_vocab FROM item_index ORDER BY item_idx").fetchall() == [

@@ -10,6 +10,7 @@ SELECT
     $max_candidates::INTEGER AS max_candidates,
     $train_quantile::DOUBLE AS train_quantile,
     $val_quantile::DOUBLE AS val_quantile,
+    $collapse_repeats::BOOLEAN AS collapse_repeats,
     $n_items::BIGINT AS n_items,
     $n_item_ids::BIGINT AS n_item_ids,
     $n_customers::BIGINT AS n_customers,
