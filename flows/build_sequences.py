@@ -32,7 +32,7 @@ def build_tables(warehouse_dir: str, params: dict[str, Any]) -> dict[str, Any]:
 def build_sequences(
     warehouse_dir: str = "warehouse",
     min_user_events: int = 10,
-    min_item_events: int = 5,
+    min_item_events: int = 1,
     history_len: int = 64,
     max_candidates: int = 16,
     train_quantile: float = 0.8,

@@ -26,7 +26,7 @@ def selected_steps(summary: dict) -> int:
 
 @flow(name="retrain")
 def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
-            profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 5, top_n: int = 20,
+            profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20,
             seed: int = 0, refit: bool = True, steps: int | None = None) -> dict:
     """Every stage after the data lands; returns each stage's summary.
 

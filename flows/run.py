@@ -41,7 +41,7 @@ Query it:
 
 @flow(name="recs_run")
 def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
-        profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 5, top_n: int = 20, seed: int = 0,
+        profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20, seed: int = 0,
         refit: bool = True, default_scale: str = "small") -> dict:
     """The whole pipeline; returns each stage's summary."""
     logger = get_run_logger()

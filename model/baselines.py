@@ -1,4 +1,5 @@
-"""Non-learned baselines over dense item_idx: popularity and a repeat-aware item-kNN.
+"""Non-learned baselines over dense item_idx: popularity, S-POP and (from model.cooccurrence) a
+repeat-aware item-kNN.
 
 Both score a batch of left-padded item_idx histories [N, T] (0 = padding) into dense
 [N, num_items + 1] float32 scores whose column 0 (padding) is -inf, so they plug into
@@ -7,22 +8,15 @@ Both score a batch of left-padded item_idx histories [N, T] (0 = padding) into d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import scipy.sparse as sp
 
+from model.cooccurrence import ItemKNN, rows_in_chunks as _rows_in_chunks  # noqa: F401 - re-exported
 from model.metrics import top_k
 
 DAY_MS = 86_400_000
-
-
-def _rows_in_chunks(n: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) of consecutive row chunks."""
-    for start in range(0, n, chunk_rows):
-        yield start, min(start + chunk_rows, n)
 
 
 @dataclasses.dataclass
@@ -78,130 +72,28 @@ class Popularity:
 
 
 @dataclasses.dataclass
-class ItemKNN:
-    """Repeat-aware sequential item-kNN.
+class SessionPopularity:
+    """S-POP: re-show the customer's own items, most frequent first (ties: most recent first),
+    then popular items. The "show them what they looked at" bar every model must clear."""
 
-    fit: co-occurrence of items within `window` steps of each other in train sequences,
-    a pair at distance d weighing `distance_decay ** (d - 1)` (forward pairs a -> b by
-    `forward_weight`, backward by `backward_weight`), asymmetric-cosine normalised
-    sim(a, b) = co(a, b) / (n_a ** alpha * n_b ** (1 - alpha)), keeping each item's top
-    `neighbours`. Self-pairs are dropped: repeats are the repeat term's job.
-    score(candidate | history) = sum over the last `last_n` steps (k = 0 most recent) of
-    `recency_decay ** k * sim(step, candidate)`
-    + `repeat_boost * sum over history occurrences of repeat_decay ** k` (recently seen items
-    are often seen again) + `popularity_weight * popularity share` (orders cold rows).
-    Defaults tuned on the real Retail Rocket sessions (README).
-    """
+    popularity: np.ndarray  # float [I+1] counts (tie-break and fill)
 
-    num_items: int
-    window: int = 8
-    distance_decay: float = 0.5
-    forward_weight: float = 1.0
-    backward_weight: float = 1.0
-    alpha: float = 0.7
-    neighbours: int = 200
-    last_n: int = 10
-    recency_decay: float = 0.5
-    repeat_boost: float = 1.0
-    repeat_decay: float = 0.95
-    popularity_weight: float = 1e-3
-    sim: sp.csr_matrix | None = dataclasses.field(default=None, repr=False)
-    popularity: np.ndarray | None = dataclasses.field(default=None, repr=False)
-
-    def fit(self, sequences: np.ndarray, first_counted: np.ndarray | None = None) -> ItemKNN:
-        """Fit on left-padded item_idx sequences [N, T] (0 = padding).
-
-        first_counted [N] (optional): count a pair (and an occurrence) only when its later
-        step sits at position >= first_counted[row], so overlapping examples (history ++
-        window rows) count each step once.
-        """
-        seqs = np.asarray(sequences)
-        size = self.num_items + 1
-        n, t = seqs.shape
-        counted = np.ones_like(seqs, dtype=bool) if first_counted is None else (
-            np.arange(t)[None, :] >= np.asarray(first_counted)[:, None])
-        occurrences = np.bincount(seqs[(seqs > 0) & counted], minlength=size)[:size].astype(np.float64)
-        co = sp.csr_matrix((size, size), dtype=np.float64)
-        for d in range(1, self.window + 1):
-            if d >= t:
-                break
-            a, b = seqs[:, :-d], seqs[:, d:]
-            ok = (a > 0) & (b > 0) & (a != b) & counted[:, d:]
-            weight = self.distance_decay ** (d - 1)
-            fwd = sp.coo_matrix((np.full(int(ok.sum()), weight), (a[ok], b[ok])), shape=(size, size)).tocsr()
-            co = co + self.forward_weight * fwd + self.backward_weight * fwd.T.tocsr()
-        co = co.tocoo()
-        norm = np.maximum(occurrences, 1.0)
-        values = co.data / (norm[co.row] ** self.alpha * norm[co.col] ** (1.0 - self.alpha))
-        self.sim = _keep_top_per_row(sp.csr_matrix((values, (co.row, co.col)), shape=(size, size)), self.neighbours)
-        self.popularity = (occurrences / max(occurrences.sum(), 1.0)).astype(np.float32)
-        return self
-
-    def fit_tables(self, tables, split: str = "train", chunk_rows: int = 65_536) -> ItemKNN:
-        """Fit on a SequenceTables split: rows = history ++ window, counting window steps only."""
-        from model.data import _concat_steps
-
-        arrays = tables.split(split)
-        parts, firsts = [], []
-        for start, stop in _rows_in_chunks(len(arrays), chunk_rows):
-            seq, w = _concat_steps(arrays, np.arange(start, stop))
-            parts.append(seq["item"])
-            firsts.append(seq["item"].shape[1] - w)
-        return self.fit(np.concatenate(parts), np.concatenate(firsts))
-
-    def _seed_matrix(self, histories: np.ndarray, last_n: int, decay: float) -> sp.csr_matrix:
-        """Sparse [N, I+1]: sum of decay**k over each row's last_n real steps (k = 0 most recent)."""
+    def score(self, histories: np.ndarray) -> np.ndarray:
+        """[N, I+1] scores: occurrences in the history + a recency tie-break < 1 + popularity < 1e-3."""
         h = np.asarray(histories)
         n, t = h.shape
+        size = len(self.popularity)
+        share = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
+        out = np.broadcast_to((1e-3 * share).astype(np.float32), (n, size)).copy()
+        rows = np.broadcast_to(np.arange(n)[:, None], h.shape)
         real = h > 0
-        # k = number of real steps after this one (left padding keeps real steps at the end).
-        k = np.cumsum(real[:, ::-1], axis=1)[:, ::-1] - 1
-        use = real & (k < last_n)
-        rows = np.broadcast_to(np.arange(n)[:, None], h.shape)[use]
-        return sp.csr_matrix((decay ** k[use].astype(np.float64), (rows, h[use])), shape=(n, self.num_items + 1))
-
-    def score(self, histories: np.ndarray, chunk_rows: int = 512) -> np.ndarray:
-        """Dense float32 scores [N, I+1] (padding column -inf); rows computed in chunks."""
-        if self.sim is None:
-            raise RuntimeError("ItemKNN.score before fit")
-        h = np.asarray(histories)
-        out = np.empty((len(h), self.num_items + 1), np.float32)
-        for start, stop in _rows_in_chunks(len(h), chunk_rows):
-            out[start:stop] = self._score_chunk(h[start:stop])
+        np.add.at(out, (rows[real], h[real]), 1.0)
+        # Recency tie-break: the newest position of each item (left padding: newest = last column).
+        recency = np.zeros((n, size), np.float32)
+        recency[rows[real], h[real]] = (np.broadcast_to(np.arange(t), h.shape)[real] + 1) / (t + 1)  # later wins
+        out += 0.5 * recency
+        out[:, 0] = -np.inf
         return out
-
-    def _score_chunk(self, h: np.ndarray) -> np.ndarray:
-        """Scores of one chunk of histories."""
-        seeds = self._seed_matrix(h, self.last_n, self.recency_decay)
-        scores = (seeds @ self.sim).toarray().astype(np.float32)
-        if self.repeat_boost:
-            repeats = self._seed_matrix(h, h.shape[1], self.repeat_decay)
-            scores += self.repeat_boost * repeats.toarray().astype(np.float32)
-        scores += self.popularity_weight * self.popularity[None, :]
-        scores[:, 0] = -np.inf
-        return scores
-
-    def topk(self, histories: np.ndarray, k: int, chunk_rows: int = 512) -> np.ndarray:
-        """Top-k item_idx per row, best first."""
-        h = np.asarray(histories)
-        out = np.zeros((len(h), min(k, self.num_items + 1)), np.int64)
-        for start, stop in _rows_in_chunks(len(h), chunk_rows):
-            out[start:stop] = top_k(self._score_chunk(h[start:stop]), k)
-        return out
-
-
-def _keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the k largest entries of each CSR row (vectorised over the flat data)."""
-    matrix = matrix.tocsr()
-    matrix.sum_duplicates()
-    lengths = np.diff(matrix.indptr)
-    if k <= 0 or lengths.max(initial=0) <= k:
-        return matrix
-    row = np.repeat(np.arange(matrix.shape[0]), lengths)
-    order = np.lexsort((-matrix.data, row))  # by row, then value descending
-    rank_in_row = np.arange(len(order)) - np.repeat(matrix.indptr[:-1], lengths)
-    keep = order[rank_in_row < k]
-    return sp.csr_matrix((matrix.data[keep], (row[keep], matrix.indices[keep])), shape=matrix.shape)
 
 
 # --------------------------------------------------------------------------------------------

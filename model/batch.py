@@ -50,11 +50,13 @@ class RetrievalBatch(NamedTuple):
 
 
 class RankingBatch(NamedTuple):
-    """Ranking: a history and C isolated candidates with per-action labels."""
+    """Ranking: a history and C isolated candidates with their features and labels."""
 
     history: History  # [B, H]
     candidates: Items  # [B, C]
-    labels: np.ndarray  # int32 [B, C] bitmask of the candidate's actions in the window
+    features: np.ndarray  # float32 [B, C, F] model.candidates.FEATURE_NAMES
+    target: np.ndarray  # float32 [B, C] 1 at the slot of the next event's item (all 0: not among them)
+    labels: np.ndarray  # int32 [B, C] bitmask of the customer's actions on the candidate from the case on
 
 
 def action_multi_hot(action: np.ndarray) -> np.ndarray:

@@ -307,14 +307,19 @@ def _concat_steps(split: SplitArrays, rows: np.ndarray) -> tuple[dict[str, np.nd
     return out, w[:, 0]
 
 
-def retrieval_batch(tables: SequenceTables, split: SplitArrays, rows: np.ndarray) -> RetrievalBatch:
+def retrieval_batch(tables: SequenceTables, split: SplitArrays, rows: np.ndarray,
+                    width: int | None = None) -> RetrievalBatch:
     """Causal next-step batch: S = history ++ window, input = S[:-1] ([B, H+M-1]), target t = S[t+1].
 
     Targets are kept only where S[t+1] is a window step and the input at t is a real step,
     so each window step is trained exactly once per epoch (a window step with no preceding
-    step at all, the first step of a customer's first window, has no target).
+    step at all, the first step of a customer's first window, has no target). width: keep only
+    the last `width` steps of S (rows are left-padded, so shorter rows lose only padding).
     """
     seq, w = _concat_steps(split, rows)
+    if width is not None and width < seq["item"].shape[1]:
+        seq = {k: v[:, -width:] for k, v in seq.items()}
+        w = np.minimum(w, width)
     total = seq["item"].shape[1]
     j = np.arange(total - 1)[None, :]
     is_window_target = (j + 1) >= (total - w[:, None])
@@ -527,11 +532,55 @@ class _EpochBatchSource:
         return state
 
 
+def length_buckets(lengths: np.ndarray, max_width: int, smallest: int = 4) -> np.ndarray:
+    """Bucket widths 4, 8, 16, ... (then max_width) that cover `lengths`; one compiled shape each."""
+    widths, w = [], smallest
+    top = int(min(max(lengths.max(initial=1), 1), max_width))
+    while w < top:
+        widths.append(w)
+        w *= 2
+    return np.array(widths + [min(w, max_width)], np.int64)
+
+
 class RetrievalBatchSource(_EpochBatchSource):
-    """`source[step] -> RetrievalBatch` of numpy arrays; len = number of steps."""
+    """`source[step] -> RetrievalBatch` of numpy arrays; len = number of steps.
+
+    With tokens_per_batch, rows are bucketed by their length (history + window steps) and each
+    step draws one bucket (with probability proportional to its window steps, i.e. its targets)
+    and tokens_per_batch // width rows of it, with replacement, as a pure function of
+    (seed, step). Short session rows then cost their own length, not H + M.
+    """
+
+    def __init__(self, tables: SequenceTables, split: str, batch_size: int, *, seed: int = 0,
+                 num_epochs: int | None = 1, num_steps: int | None = None, tokens_per_batch: int | None = None):
+        super().__init__(tables, split, batch_size, seed=seed, num_epochs=num_epochs, num_steps=num_steps)
+        self.tokens_per_batch = tokens_per_batch
+        if tokens_per_batch:
+            arrays = self.split
+            lengths = arrays.history.length.astype(np.int64) + arrays.window.length
+            total = arrays.history.item.shape[1] + arrays.window.item.shape[1]
+            self.widths = length_buckets(lengths, total)
+            bucket = np.searchsorted(self.widths, np.minimum(lengths, total))
+            self.bucket_rows = [np.flatnonzero(bucket == b) for b in range(len(self.widths))]
+            weight = np.array([arrays.window.length[r].sum() for r in self.bucket_rows], np.float64)
+            self.bucket_p = weight / max(weight.sum(), 1.0)
+
+    def rows_and_width(self, step: int) -> tuple[np.ndarray, int | None]:
+        """Example indices of batch `step` and the width its rows are cut to."""
+        if not self.tokens_per_batch:
+            return self.rows(step), None
+        if not 0 <= step < self.num_steps:
+            raise IndexError(f"step {step} outside [0, {self.num_steps})")
+        rng = np.random.default_rng([self.seed, int(step), 3])
+        b = int(rng.choice(len(self.widths), p=self.bucket_p))
+        width = int(self.widths[b])
+        size = max(1, self.tokens_per_batch // width)
+        rows = self.bucket_rows[b][rng.integers(0, len(self.bucket_rows[b]), size)]
+        return rows, width
 
     def __getitem__(self, step: int) -> RetrievalBatch:
-        return retrieval_batch(self.tables, self.split, self.rows(step))
+        rows, width = self.rows_and_width(step)
+        return retrieval_batch(self.tables, self.split, rows, width)
 
 
 class RankingBatchSource(_EpochBatchSource):

@@ -11,6 +11,8 @@ so ranking can start from (or freeze) retrieval's tables.
 """
 from __future__ import annotations
 
+import math
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -75,9 +77,11 @@ def hash_ids(ids: jax.Array, num_rows: int, num_hashes: int) -> jax.Array:
 
 
 class HashEmbedding(hk.Module):
-    """ids [...] -> [..., emb_dim]: `num_hashes` rows of one table, concatenated and projected.
+    """ids [...] -> [..., emb_dim]: the sum of `num_hashes` rows of one table.
 
-    Params: `table` [num_rows, emb_dim] and the projection `reduce`. Id 0 gives exactly zero.
+    Params: `table` [num_rows, emb_dim]. Summing (not concatenating and projecting) keeps an
+    embedding lookup free of matmuls: the item tower embeds thousands of sampled negatives per
+    training step, and there the projection cost more than the transformer. Id 0 gives exactly zero.
     """
 
     def __init__(self, num_rows: int, num_hashes: int, emb_dim: int, *, compute_dtype: str = "float32",
@@ -86,15 +90,14 @@ class HashEmbedding(hk.Module):
         self.num_rows = num_rows
         self.num_hashes = num_hashes
         self.emb_dim = emb_dim
-        self.reduce = Dense(emb_dim, compute_dtype=jnp.dtype(compute_dtype), name="reduce")
 
     def __call__(self, ids: jax.Array) -> jax.Array:
+        scale = 1.0 / math.sqrt(self.num_hashes)  # unit variance whatever the number of hashes
         table = hk.get_parameter("table", [self.num_rows, self.emb_dim], jnp.float32,
-                                 init=hk.initializers.TruncatedNormal(stddev=1.0))
+                                 init=hk.initializers.TruncatedNormal(stddev=scale))
         rows = hash_ids(ids, self.num_rows, self.num_hashes)  # [..., K]
         looked_up = table.at[rows].get(mode="promise_in_bounds")  # [..., K, emb_dim]; rows < num_rows
-        concat = looked_up.reshape(rows.shape[:-1] + (self.num_hashes * self.emb_dim,))
-        out = self.reduce(concat).astype(jnp.float32)
+        out = looked_up.sum(axis=-2)
         return jnp.where((jnp.asarray(ids) != 0)[..., None], out, 0.0)
 
 
@@ -107,8 +110,9 @@ class InputEmbedder:
 
     def __init__(self, config: ModelConfig):
         dtype = config.compute_dtype
-        self.customer = HashEmbedding(config.customer_hash_rows, config.num_hashes, config.emb_dim,
-                                      compute_dtype=dtype, name=CUSTOMER_EMBEDDING)
+        self.customer = (HashEmbedding(config.customer_hash_rows, config.num_hashes, config.emb_dim,
+                                       compute_dtype=dtype, name=CUSTOMER_EMBEDDING)
+                         if config.use_customer_id else None)
         self.item = HashEmbedding(config.item_hash_rows, config.num_hashes, config.emb_dim,
                                   compute_dtype=dtype, name=ITEM_EMBEDDING)
         # Roots ("surfaces") are categories too: one table, one id space.
@@ -125,8 +129,13 @@ class InputEmbedder:
                                axis=-1)
 
     def customer_token(self, customer_id: jax.Array) -> jax.Array:
-        """[B] -> [B, 1, emb_dim]."""
-        return self.customer(customer_id)[:, None, :]
+        """[B] -> [B, 1, emb_dim]: a learned user token, plus the hashed id's row when ids are used."""
+        user = hk.get_parameter("user_token", [self.emb_dim], jnp.float32,
+                                init=hk.initializers.TruncatedNormal(stddev=1.0))
+        token = jnp.broadcast_to(user, (customer_id.shape[0], self.emb_dim))
+        if self.customer is not None:
+            token = token + self.customer(customer_id)
+        return token[:, None, :]
 
     def history_tokens(self, history: History) -> jax.Array:
         """[B, L] steps -> [B, L, emb_dim]: item features + the multi-hot actions; padding -> 0."""

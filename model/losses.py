@@ -70,5 +70,5 @@ def weighted_binary_cross_entropy(
     per_action = jnp.sum(bce * mask, axis=(0, 1)) / count  # [A]
     loss = jnp.sum(per_action * weights) / jnp.sum(weights)
     metrics = {"loss": loss, "num_candidates": jnp.sum(mask)}
-    metrics.update({f"bce_{name}": per_action[a] for a, name in enumerate(ACTION_NAMES)})
+    metrics.update({f"bce_{name}": per_action[a] for a, name in enumerate(ACTION_NAMES[:weights.shape[0]])})
     return loss, metrics

@@ -50,17 +50,16 @@ class RetrievalModel(NamedTuple):
 
 
 class ItemTower(hk.Module):
-    """Item features [..., F] -> [..., retrieval_dim] unit vectors (2-layer MLP)."""
+    """Item features [..., F] -> [..., retrieval_dim] unit vectors (one linear map: the tower runs
+    on every sampled negative of every step, so it is kept cheap; the embeddings carry the rest)."""
 
     def __init__(self, config: ModelConfig, name: str = "item_tower"):
         super().__init__(name=name)
-        dtype = jnp.dtype(config.compute_dtype)
-        self.hidden = Dense(int(config.widening_factor * config.emb_dim), use_bias=True, compute_dtype=dtype,
-                            name="hidden")
-        self.output = Dense(config.retrieval_dim, use_bias=True, name="output")  # float32 head
+        self.output = Dense(config.retrieval_dim, use_bias=True, compute_dtype=jnp.dtype(config.compute_dtype),
+                            name="output")
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        return l2_normalize(self.output(jax.nn.gelu(self.hidden(features)).astype(jnp.float32)))
+        return l2_normalize(self.output(features).astype(jnp.float32))
 
 
 class LearnedTemperature(hk.Module):
@@ -170,3 +169,58 @@ def make_retrieval_model(config: ModelConfig, *, temperature_init: float = 0.05,
     user_vectors, serving_user_vector, item_vectors, loss, temperature = transformed.apply
     return RetrievalModel(init=transformed.init, user_vectors=user_vectors, serving_user_vector=serving_user_vector,
                           item_vectors=item_vectors, loss=loss, temperature=temperature)
+
+
+class Retriever:
+    """The retrieval candidate source: user vectors and the exact top K of the whole corpus.
+
+    corpus_idx [I'] item_idx of the retrievable items and corpus_items (Items [I'], original ids)
+    in the same order; num_items: the largest item_idx. Histories are scored in fixed-size chunks
+    (one compile per history width), returning model.candidates.Retrieved with dense item_idx.
+    """
+
+    def __init__(self, model: RetrievalModel, params, corpus_idx, corpus_items: Items, num_items: int,
+                 k: int = 100, chunk: int = 512, vector_chunk: int = 8_192):
+        import numpy as np
+
+        self.model, self.params, self.chunk = model, params, chunk
+        self.corpus_idx = np.asarray(corpus_idx, np.int32)
+        item_fn = jax.jit(model.item_vectors)
+        vectors = [np.asarray(item_fn(params, Items(*(np.asarray(x)[i:i + vector_chunk] for x in corpus_items))))
+                   for i in range(0, len(self.corpus_idx), vector_chunk)]
+        corpus_vectors = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
+        self.item_vectors = np.zeros((num_items + 1, corpus_vectors.shape[1]), np.float32)  # by item_idx
+        self.item_vectors[self.corpus_idx] = corpus_vectors
+        self.temperature = float(model.temperature(params))
+        self.k = min(k, len(self.corpus_idx))
+        corpus_dev = jnp.asarray(corpus_vectors)
+        temperature = self.temperature
+
+        def top(params, history: History):
+            users = model.serving_user_vector(params, history)
+            logits, pos = jax.lax.top_k((users @ corpus_dev.T) / temperature, self.k)
+            return users, pos, logits
+
+        self._top = jax.jit(top)
+
+    def __call__(self, history: History):
+        """Retrieved for n histories (numpy in, numpy out)."""
+        import numpy as np
+
+        from model.candidates import Retrieved
+
+        n = len(history.customer_id)
+        users, idx, logits = [], [], []
+        for start in range(0, n, self.chunk):
+            part = [np.asarray(x)[start:start + self.chunk] for x in history]
+            m = len(part[0])
+            if m < self.chunk:  # fixed shapes: pad with copies of the last row
+                part = [np.concatenate([x, np.repeat(x[-1:], self.chunk - m, axis=0)]) for x in part]
+            u, p, lg = self._top(self.params, History(*part))
+            users.append(np.asarray(u)[:m])
+            idx.append(self.corpus_idx[np.asarray(p)[:m]])
+            logits.append(np.asarray(lg)[:m])
+        if not users:
+            d = self.item_vectors.shape[1]
+            return Retrieved(np.zeros((0, d), np.float32), np.zeros((0, self.k), np.int32), np.zeros((0, self.k), np.float32))
+        return Retrieved(np.concatenate(users), np.concatenate(idx), np.concatenate(logits))

@@ -1,14 +1,16 @@
-"""Retrieve + rank for many customers at once: the core of nightly scoring and end-to-end evaluation.
+"""Candidates -> ranking -> business rules -> top N: the core of nightly scoring AND evaluation.
 
-For a batch of histories, one jit-compiled function does everything on the device:
-1. user tower -> exact dot products against the whole item corpus -> top-K (default 100);
-2. the customer's own recent items join as a second candidate source (people come back to what
-   they viewed), duplicates removed;
-3. the ranking model scores ALL candidates in one pass (candidate isolation makes a candidate's
-   score independent of the others, so one pass equals one pass per candidate);
-4. final score = weighted sum of the action probabilities (10 / 3 / 1 by default);
-5. business rules: unavailable items and items the customer bought are never returned.
-Histories are bucketed by length so short histories are not padded to H.
+For a batch of customers:
+1. the retrieval model's top K over the whole corpus (exact dot products, on the device);
+2. candidates from three sources, with features (model.candidates): the customer's recent
+   items, co-occurrence neighbours of their last steps, the retrieved items;
+3. the ranking model scores ALL candidates in one pass (candidate isolation: one pass equals one
+   pass per candidate); final score = action_weights . (p_transaction, p_addtocart, p_view),
+   where p_view is the softmax over the candidates of the next-event head and the other two are
+   sigmoid "buys / carts soon" probabilities;
+4. business rules: unavailable items and items the customer bought are never returned.
+Strategy `item_knn` ranks the same candidates by the item-kNN baseline's formula instead (the
+run publishes it when the model loses to it on validation); probabilities are then NaN.
 """
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.batch import History, Items
+from model.candidates import CandidateConfig, CandidateGenerator, history_features
 from model.config import Profile
-from model.ranking import make_ranking_model
-from model.retrieval import make_retrieval_model
+from model.cooccurrence import ItemKNN, lookup
+from model.ranking import VIEW_HEAD, make_ranking_model
+from model.retrieval import Retriever, make_retrieval_model
 
-SOURCE_RETRIEVAL, SOURCE_RECENT, SOURCE_BOTH = 1, 2, 3
-SOURCE_NAMES = {SOURCE_RETRIEVAL: "retrieval", SOURCE_RECENT: "recent", SOURCE_BOTH: "retrieval+recent"}
+STRATEGIES = ("model", "item_knn")
+DEFAULT_ACTION_WEIGHTS = (1.0, 0.5, 1.0)  # transaction, addtocart, view
 
 
 @dataclass(frozen=True)
@@ -33,22 +37,18 @@ class ServingConfig:
     """Knobs of candidate generation, scoring and business rules."""
 
     retrieve_k: int = 100
-    recent_k: int = 16  # last history steps offered as candidates
+    cooc_k: int = 100
+    recent_k: int = 32  # distinct recent items offered as candidates
     top_n: int = 20
-    action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0)
+    action_weights: tuple[float, float, float] = DEFAULT_ACTION_WEIGHTS
     exclude_unavailable: bool = True
     exclude_bought: bool = True
     batch_size: int = 256
     max_bought: int = 32  # bought items considered per customer (most recent)
 
-
-class ItemLookups(NamedTuple):
-    """Per item_idx device arrays (row 0 = padding)."""
-
-    item_id: jax.Array  # int32 [I+1] original itemid
-    category_id: jax.Array  # int32 [I+1]
-    root_id: jax.Array  # int32 [I+1]
-    eligible: jax.Array  # bool [I+1] may be recommended (in corpus, and available if the rule is on)
+    @property
+    def candidates(self) -> CandidateConfig:
+        return CandidateConfig(retrieve_k=self.retrieve_k, cooc_k=self.cooc_k, recent_k=self.recent_k)
 
 
 class Recommendations(NamedTuple):
@@ -56,119 +56,24 @@ class Recommendations(NamedTuple):
 
     item_idx: np.ndarray  # int32 [n, N]
     score: np.ndarray  # float32 [n, N]
-    probs: np.ndarray  # float32 [n, N, 3] (transaction, addtocart, view)
-    source: np.ndarray  # int8 [n, N] SOURCE_* flags
+    probs: np.ndarray  # float32 [n, N, 3] (transaction, addtocart, view); NaN for item_knn
+    source: np.ndarray  # int8 [n, N] model.candidates.SOURCE_* flags
 
 
-def length_buckets(history_len: int) -> list[int]:
-    """Bucket widths 1, 2, 4, ... up to history_len (one compiled shape each)."""
-    widths, w = [], 1
-    while w < history_len:
-        widths.append(w)
-        w *= 2
-    return widths + [history_len]
+def final_scores(logits: jax.Array, valid: jax.Array, action_weights) -> tuple[jax.Array, jax.Array]:
+    """(score [n, C] with -inf on invalid slots, probabilities [n, C, 3]) from ranker logits."""
+    view = jax.nn.softmax(jnp.where(valid, logits[..., VIEW_HEAD], -1e30), axis=-1)
+    probs = jnp.concatenate([jax.nn.sigmoid(logits[..., :VIEW_HEAD]), view[..., None]], axis=-1)
+    score = probs @ jnp.asarray(action_weights, jnp.float32)
+    return jnp.where(valid, score, -jnp.inf), probs
 
 
-class Recommender:
-    """Both models' parameters, the item corpus and the rules, ready to score batches."""
-
-    def __init__(self, profile: Profile, retrieval_params, ranking_params, *, item_ids: np.ndarray,
-                 item_category: np.ndarray, item_root: np.ndarray, corpus: np.ndarray, available: np.ndarray,
-                 config: ServingConfig = ServingConfig()):
-        self.profile, self.config = profile, config
-        self.retrieval = make_retrieval_model(profile.model)
-        self.ranking = make_ranking_model(profile.model)
-        self.retrieval_params = retrieval_params
-        eligible = corpus.astype(bool) & (available.astype(bool) if config.exclude_unavailable else True)
-        eligible[0] = False
-        self.lookups = ItemLookups(jnp.asarray(item_ids, jnp.int32), jnp.asarray(item_category, jnp.int32),
-                                   jnp.asarray(item_root, jnp.int32), jnp.asarray(eligible))
-        self.corpus_idx = jnp.asarray(np.flatnonzero(corpus.astype(bool) & (np.arange(len(corpus)) > 0)), jnp.int32)
-        corpus_items = Items(*(x[self.corpus_idx] for x in self.lookups[:3]))
-        self.corpus_vectors = jax.jit(self.retrieval.item_vectors)(retrieval_params, corpus_items)
-        # Candidate tokens depend on the item alone: compute them once per item (row 0 = padding),
-        # not once per (customer, candidate) pair.
-        all_items = Items(*self.lookups[:3])
-        token_fn = jax.jit(self.ranking.candidate_tokens)
-        chunk = 16_384
-        self.candidate_token_table = jnp.concatenate([
-            token_fn(ranking_params, Items(*(x[i:i + chunk] for x in all_items)))
-            for i in range(0, len(item_ids), chunk)])
-        self.num_items = len(item_ids) - 1
-        self._score = jax.jit(self._score_batch, static_argnames=("top_n", "retrieve_k"))
-        self.ranking_inputs = (ranking_params, self.candidate_token_table)
-
-    # -- the compiled core ---------------------------------------------------------------------
-    def _score_batch(self, retrieval_params, ranking_inputs, corpus_vectors, history: History,
-                     history_idx: jax.Array, bought_idx: jax.Array, *, top_n: int, retrieve_k: int):
-        lk, cfg = self.lookups, self.config
-        users = self.retrieval.serving_user_vector(retrieval_params, history)  # [n, D]
-        corpus_ok = lk.eligible[self.corpus_idx]
-        scores = jnp.where(corpus_ok[None, :], users @ corpus_vectors.T, -jnp.inf)
-        k = min(retrieve_k, scores.shape[1])
-        _, top = jax.lax.top_k(scores, k)
-        retrieved = self.corpus_idx[top]  # [n, K] item_idx
-        recent = history_idx[:, -min(cfg.recent_k, history_idx.shape[1]):]  # [n, R], newest last
-        cand = jnp.concatenate([recent[:, ::-1], retrieved], axis=1)  # recent first: they win the dedupe
-        c = cand.shape[1]
-        earlier = jnp.tril(jnp.ones((c, c), bool), k=-1)
-        same = (cand[:, :, None] == cand[:, None, :]) & earlier[None]
-        dup = same.any(axis=2)
-        in_recent = (cand[:, :, None] == recent[:, None, :]).any(axis=2)
-        in_retrieved = (cand[:, :, None] == retrieved[:, None, :]).any(axis=2)
-        source = jnp.where(in_recent, SOURCE_RECENT, 0) + jnp.where(in_retrieved, SOURCE_RETRIEVAL, 0)
-        valid = (cand > 0) & ~dup & lk.eligible[cand]
-        if cfg.exclude_bought:
-            valid &= ~(cand[:, :, None] == bought_idx[:, None, :]).any(axis=2) | (cand == 0)
-        items = Items(lk.item_id[cand] * valid, lk.category_id[cand] * valid, lk.root_id[cand] * valid)
-        ranking_params, token_table = ranking_inputs
-        tokens = jnp.where(valid[..., None], token_table[cand], 0.0)  # = candidate_tokens(items)
-        logits = self.ranking.logits_with_tokens(ranking_params, history, items, tokens)  # [n, C, 3]
-        probs = jax.nn.sigmoid(logits)
-        weights = jnp.asarray(cfg.action_weights, jnp.float32)
-        final = jnp.where(valid, probs @ weights, -jnp.inf)
-        n = min(top_n, c)
-        best_score, best = jax.lax.top_k(final, n)
-        take = lambda a: jnp.take_along_axis(a, best, axis=1)  # noqa: E731
-        chosen = jnp.where(jnp.isfinite(best_score), take(cand), 0)
-        return (chosen, jnp.where(jnp.isfinite(best_score), best_score, 0.0),
-                jnp.take_along_axis(probs, best[..., None], axis=1), jnp.where(chosen > 0, take(source), 0))
-
-    # -- host side ---------------------------------------------------------------------------
-    def recommend(self, history: History, history_idx: np.ndarray, bought_idx: np.ndarray | None = None,
-                  top_n: int | None = None) -> Recommendations:
-        """Top-N for every row (rows with an empty history get empty slots: use a fallback).
-
-        history: [n, H] original ids, left-padded; history_idx: the same steps as item_idx;
-        bought_idx: [n, B] item_idx the customer bought (0 = padding) or None.
-        """
-        cfg = self.config
-        top_n = top_n or cfg.top_n
-        n = len(history_idx)
-        bought_idx = np.zeros((n, 1), np.int32) if bought_idx is None else bought_idx
-        lengths = (history_idx > 0).sum(axis=1)
-        out = Recommendations(np.zeros((n, top_n), np.int32), np.zeros((n, top_n), np.float32),
-                              np.zeros((n, top_n, 3), np.float32), np.zeros((n, top_n), np.int8))
-        width_of = np.array(length_buckets(history_idx.shape[1]))
-        bucket = np.searchsorted(width_of, lengths)  # smallest width >= length
-        for b, width in enumerate(width_of):
-            rows = np.flatnonzero((bucket == b) & (lengths > 0))
-            for start in range(0, len(rows), cfg.batch_size):
-                part = rows[start:start + cfg.batch_size]
-                pad = cfg.batch_size - len(part)  # always full batches: one compile per width
-                idx = np.concatenate([part, np.repeat(part[-1:], pad)])
-                hist = History(*(x[idx] if x.ndim == 1 else x[idx][:, -width:] for x in history))
-                res = self._score(self.retrieval_params, self.ranking_inputs, self.corpus_vectors, hist,
-                                  jnp.asarray(history_idx[idx][:, -width:]), jnp.asarray(bought_idx[idx]),
-                                  top_n=top_n, retrieve_k=cfg.retrieve_k)
-                m = len(part)
-                got = [np.asarray(a)[:m] for a in res]
-                width_n = got[0].shape[1]
-                out.item_idx[part, :width_n] = got[0]
-                out.score[part, :width_n] = got[1]
-                out.probs[part, :width_n] = got[2]
-                out.source[part, :width_n] = got[3]
-        return out
+def knn_scores(knn: ItemKNN, history_idx: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """The item-kNN baseline's score of each candidate (co-occurrence + repeat boost + popularity)."""
+    neighbours = knn.neighbour_scores(history_idx)
+    repeat = history_features(history_idx, np.zeros_like(history_idx), cand)["repeat_score"] * 5.0
+    return (lookup(neighbours, cand) + knn.repeat_boost * repeat
+            + knn.popularity_weight * knn.popularity[cand]).astype(np.float32)
 
 
 def bought_matrix(customer_rows: np.ndarray, bought_pairs: tuple[np.ndarray, np.ndarray], max_bought: int) -> np.ndarray:
@@ -189,3 +94,108 @@ def bought_matrix(customer_rows: np.ndarray, bought_pairs: tuple[np.ndarray, np.
         ok = pos >= lo
         out[ok, j] = item[pos[ok]]
     return out
+
+
+def bought_in_history(history_idx: np.ndarray, history_action: np.ndarray, max_bought: int) -> np.ndarray:
+    """[n, max_bought] item_idx with a transaction in the history (newest first), 0-padded: the
+    exclusion list of a case at evaluation time (serving reads all-time purchases instead)."""
+    from model.batch import TRANSACTION
+
+    bought = np.where((np.asarray(history_action) & TRANSACTION) > 0, history_idx, 0)[:, ::-1]
+    order = np.argsort(bought == 0, axis=1, kind="stable")
+    out = np.take_along_axis(bought, order, axis=1)[:, :max_bought]
+    return np.pad(out, ((0, 0), (0, max(0, max_bought - out.shape[1])))).astype(np.int32)
+
+
+class Recommender:
+    """Both models' parameters, the co-occurrence index, the item corpus and the rules.
+
+    tables: model.data.SequenceTables (item lookups and popularity); corpus: bool [I+1] items
+    that may be retrieved; available: bool [I+1] latest availability.
+    """
+
+    def __init__(self, profile: Profile, retrieval_params, ranking_params, *, tables, cooc: ItemKNN,
+                 corpus: np.ndarray, available: np.ndarray, config: ServingConfig = ServingConfig(),
+                 strategy: str = "model"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+        self.profile, self.config, self.strategy, self.tables, self.cooc = profile, config, strategy, tables, cooc
+        corpus = np.asarray(corpus, bool)
+        eligible = corpus & (np.asarray(available, bool) if config.exclude_unavailable else True)
+        eligible[0] = False
+        self.eligible = eligible
+        self.retriever = None
+        item_vectors, temperature = np.zeros((len(corpus), 1), np.float32), 1.0
+        if strategy == "model":
+            retrieval = make_retrieval_model(profile.model)
+            corpus_idx = np.flatnonzero(corpus).astype(np.int32)
+            corpus_items = Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
+                                 tables.item_root[corpus_idx])
+            self.retriever = Retriever(retrieval, retrieval_params, corpus_idx, corpus_items, tables.num_items,
+                                       k=config.retrieve_k, chunk=config.batch_size)
+            item_vectors, temperature = self.retriever.item_vectors, self.retriever.temperature
+        self.generator = CandidateGenerator(item_vectors, temperature, cooc, tables.item_popularity, eligible,
+                                            config.candidates)
+        if strategy == "model":
+            ranking = make_ranking_model(profile.model)
+            all_items = Items(tables.item_ids, tables.item_category, tables.item_root)
+            token_fn = jax.jit(ranking.candidate_tokens)
+            chunk = 16_384
+            # Candidate item tokens depend on the item alone: once per item, not per (customer, item).
+            self.token_table = jnp.concatenate([
+                token_fn(ranking_params, Items(*(jnp.asarray(x[i:i + chunk]) for x in all_items)))
+                for i in range(0, len(tables.item_ids), chunk)])
+            weights = tuple(float(w) for w in config.action_weights)
+
+            def rank(params, token_table, history: History, cand_idx, features, valid):
+                items = Items(jnp.asarray(tables.item_ids)[cand_idx] * valid,
+                              jnp.asarray(tables.item_category)[cand_idx] * valid,
+                              jnp.asarray(tables.item_root)[cand_idx] * valid)
+                tokens = jnp.where(valid[..., None], token_table[cand_idx], 0.0)
+                logits = ranking.logits_with_tokens(params, history, items, features, tokens)
+                return final_scores(logits, valid, weights)
+
+            self._rank = jax.jit(rank)
+            self.ranking_params = ranking_params
+
+    def recommend(self, history: History, history_idx: np.ndarray, history_action: np.ndarray,
+                  bought_idx: np.ndarray | None = None, top_n: int | None = None) -> Recommendations:
+        """Top-N for every row (rows with an empty history get empty slots: use a fallback).
+
+        history: [n, H] original ids, left-padded; history_idx / history_action: the same steps as
+        item_idx / action bits; bought_idx: [n, B] item_idx never to return (0 = padding) or None.
+        """
+        cfg = self.config
+        top_n = top_n or cfg.top_n
+        n = len(history_idx)
+        out = Recommendations(np.zeros((n, top_n), np.int32), np.zeros((n, top_n), np.float32),
+                              np.full((n, top_n, 3), np.nan, np.float32), np.zeros((n, top_n), np.int8))
+        rows = np.flatnonzero((np.asarray(history_idx) > 0).any(axis=1))
+        for start in range(0, len(rows), cfg.batch_size):
+            part = rows[start:start + cfg.batch_size]
+            m = len(part)
+            idx = np.concatenate([part, np.repeat(part[-1:], cfg.batch_size - m)])  # fixed shapes: one compile
+            hist = History(*(np.asarray(x)[idx] for x in history))
+            h_idx, h_act = np.asarray(history_idx)[idx], np.asarray(history_action)[idx]
+            retrieved = self.retriever(hist) if self.retriever is not None else None
+            cs = self.generator.generate(h_idx, h_act, retrieved)
+            valid = cs.item_idx > 0
+            if cfg.exclude_bought and bought_idx is not None:
+                b = np.asarray(bought_idx)[idx]
+                valid &= ~((cs.item_idx[:, :, None] == b[:, None, :]) & (b[:, None, :] > 0)).any(axis=2)
+            if self.strategy == "model":
+                score, probs = self._rank(self.ranking_params, self.token_table, hist, jnp.asarray(cs.item_idx),
+                                          jnp.asarray(cs.features), jnp.asarray(valid))
+                score, probs = np.asarray(score), np.asarray(probs)
+            else:
+                score = np.where(valid, knn_scores(self.cooc, h_idx, cs.item_idx), -np.inf)
+                probs = np.full(cs.item_idx.shape + (3,), np.nan, np.float32)
+            k = min(top_n, score.shape[1])
+            best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+            best_score = np.take_along_axis(score, best, axis=1)
+            ok = np.isfinite(best_score)
+            out.item_idx[part, :k] = np.where(ok, np.take_along_axis(cs.item_idx, best, axis=1), 0)[:m]
+            out.score[part, :k] = np.where(ok, best_score, 0.0)[:m]
+            out.probs[part, :k] = np.take_along_axis(probs, best[..., None], axis=1)[:m]
+            out.source[part, :k] = np.where(ok, np.take_along_axis(cs.source, best, axis=1), 0)[:m]
+        return out

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 
 from model.batch import Items, RetrievalBatch
 from model.config import ARCHITECTURE_VERSION, PROFILES, Profile
-from model.data import (NegativeSampler, RankingBatchSource, RetrievalBatchSource, SequenceTables, SplitArrays,
-                        StepArrays, eval_arrays, make_loader, negative_sampler)
-from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k, roc_auc
-from model.ranking import embedding_param_mask, make_ranking_model, transplant_embeddings
+from model.cases import Cases, next_event_cases
+from model.data import (NegativeSampler, RetrievalBatchSource, SequenceTables, SplitArrays, StepArrays, eval_arrays,
+                        history_batch, make_loader, negative_sampler)
+from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k
 from model.retrieval import make_retrieval_model
 from model.transformer import weight_decay_mask
 from model.train import FitResult, OptimConfig, TrainTask, fit, load_best_params
@@ -113,7 +113,8 @@ def optim_config(profile: Profile, which: str, steps: int | None, seed: int) -> 
     total = steps or tc.steps
     return OptimConfig(steps=total, learning_rate=tc.learning_rate, warmup_steps=min(tc.warmup_steps, total // 4 or 1),
                        weight_decay=tc.weight_decay, clip_norm=tc.clip_norm, eval_every=min(tc.eval_every, total),
-                       checkpoint_every=min(tc.eval_every, total), seed=seed)
+                       checkpoint_every=min(tc.eval_every, total), seed=seed, patience=tc.patience,
+                       max_seconds=tc.max_seconds)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,9 +195,23 @@ def validation_rows(n: int, limit: int = VALIDATION_ROWS, seed: int = 0) -> np.n
     return np.sort(np.random.default_rng([seed, 7]).choice(n, limit, replace=False))
 
 
+def case_ranks(model, params, tables: SequenceTables, cases: Cases, chunk: int = 1_024) -> np.ndarray:
+    """1-based rank of each next-event case's item among the whole corpus (exact dot products)."""
+    history = history_batch(tables, cases.history, cases.visitorid, np.arange(len(cases)))
+    corpus_idx, corpus_items = item_corpus(tables)
+    item_vecs = corpus_vectors(model, params, corpus_items)
+    users = user_vectors(model, params, history, chunk) if len(cases) else np.zeros((0, item_vecs.shape[1]))
+    return ranks_in_chunks(lambda a, b: dense_scores(users[a:b] @ item_vecs.T, corpus_idx, tables.num_items),
+                           cases.target_idx, chunk_rows=256)
+
+
 def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split: str | None = "val",
                    seed: int = 0) -> tuple[TrainTask, object]:
-    """TrainTask of the retrieval model and its model functions."""
+    """TrainTask of the retrieval model and its model functions.
+
+    Validation: the next-event protocol on a fixed sample of the validation period's cases,
+    ranked over the whole corpus; Recall@100 (its job as a candidate source) selects.
+    """
     tc = profile.retrieval
     model = make_retrieval_model(profile.model, temperature_init=tc.temperature_init, max_targets=tc.max_targets)
 
@@ -209,11 +224,12 @@ def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split
         return model.loss(params, b.batch, b.negatives, b.negative_logq, b.target_logq)
 
     validate = None
-    if validation_split is not None and len(tables.split(validation_split)):
-        rows = validation_rows(len(tables.split(validation_split)), seed=seed)
+    cases = next_event_cases(tables, validation_split) if validation_split is not None else None
+    if cases is not None and len(cases):
+        sample = cases.take(validation_rows(len(cases), seed=seed))
 
         def validate(params) -> dict[str, float]:
-            ranks = retrieval_ranks(model, params, tables, validation_split, rows)
+            ranks = case_ranks(model, params, tables, sample)
             return {"val_recall@100": recall_at_k(ranks, 100), "val_recall@20": recall_at_k(ranks, 20),
                     "val_mrr@20": mrr_at_k(ranks, 20), "val_ndcg@20": ndcg_at_k(ranks, 20)}
 
@@ -221,70 +237,6 @@ def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split
                      decay_mask=weight_decay_mask,
                      meta={"profile": profile.to_dict(), "model": "retrieval",
                            "architecture_version": ARCHITECTURE_VERSION})
-    return task, model
-
-
-# ----------------------------------------------------------------------------------------------
-# Ranking
-# ----------------------------------------------------------------------------------------------
-
-def mean_action_auc(logits: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> dict[str, float]:
-    """AUC per action over valid candidate slots, and their mean (ignoring undefined ones)."""
-    from model.batch import ACTION_NAMES, action_multi_hot
-
-    y = action_multi_hot(labels)[valid]
-    s = logits[valid]
-    out = {f"auc_{name}": roc_auc(y[:, a], s[:, a]) for a, name in enumerate(ACTION_NAMES)}
-    defined = [v for v in out.values() if np.isfinite(v)]
-    out["mean_auc"] = float(np.mean(defined)) if defined else float("nan")
-    return out
-
-
-def ranking_logits(model, params, history, candidates: Items, chunk: int = 512) -> np.ndarray:
-    """Per-action logits [N, C, 3] in chunks."""
-    fn = jax.jit(model.logits)
-    n = len(history.customer_id)
-    return np.concatenate([np.asarray(fn(params, type(history)(*(x[i:i + chunk] for x in history)),
-                                         Items(*(x[i:i + chunk] for x in candidates)))) for i in range(0, n, chunk)])
-
-
-def ranking_task(tables: SequenceTables, profile: Profile, *, validation_split: str | None = "val", seed: int = 0,
-                 retrieval_params=None, freeze_embeddings: bool = False) -> tuple[TrainTask, object]:
-    """TrainTask of the ranking model; optionally starting from (and freezing) retrieval tables."""
-    tc = profile.ranking
-    model = make_ranking_model(profile.model)
-    weights = jnp.asarray(tc.action_weights, jnp.float32)
-
-    def loss_fn(params, batch, rng):
-        return model.loss(params, batch, weights)
-
-    validate = None
-    if validation_split is not None and len(tables.split(validation_split)):
-        ev = eval_arrays(tables, validation_split, num_candidates=profile.model.num_candidates, seed=seed)
-        rows = validation_rows(len(ev.labels), seed=seed)
-        history = type(ev.history)(*(x[rows] for x in ev.history))
-        candidates = Items(*(x[rows] for x in ev.candidates))
-        labels = ev.labels[rows]
-
-        def validate(params) -> dict[str, float]:
-            logits = ranking_logits(model, params, history, candidates)
-            return {f"val_{k}": v for k, v in mean_action_auc(logits, labels, candidates.item_id != 0).items()}
-
-    init_params = None
-    if retrieval_params is not None:
-        init_params = lambda params: transplant_embeddings(params, retrieval_params)  # noqa: E731
-    trainable = None
-    if freeze_embeddings:
-        if retrieval_params is None:
-            raise ValueError("--freeze-embeddings needs --init-from-retrieval (frozen random tables learn nothing)")
-        trainable = lambda params: jax.tree_util.tree_map(lambda m: not m, embedding_param_mask(params))  # noqa: E731
-    task = TrainTask("ranking", jax.jit(model.init), loss_fn, validate,  # jitted: see retrieval_task
-                     selection_metric="val_mean_auc", trainable=trainable, init_params=init_params,
-                     decay_mask=weight_decay_mask,
-                     meta={"profile": profile.to_dict(), "model": "ranking",
-                           "architecture_version": ARCHITECTURE_VERSION,
-                           "init_from_retrieval": retrieval_params is not None,
-                           "freeze_embeddings": freeze_embeddings})
     return task, model
 
 
@@ -334,7 +286,8 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
     """Shared tail of both entry points: tag the data, drop a stale checkpoint, fit, summarize."""
     ckpt = checkpoint_path(checkpoint_dir, task.name, refit)
     task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
-    options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings") if k in task.meta}
+    options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings", "stage_one", "action_weights")
+               if k in task.meta}
     task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
     discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
     result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
@@ -345,7 +298,7 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
 def _summary(model_name: str, result: FitResult, ckpt: Path, refit: bool, profile_name: str) -> dict:
     return {"model": model_name, "checkpoint": str(ckpt), "refit": refit, "profile": profile_name,
             "steps": result.step, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
-            "examples_per_s": round(result.examples_per_s, 1), "best": result.best,
+            "examples_per_s": round(result.examples_per_s, 1), "best": result.best, "stopped": result.stopped,
             "final": result.history[-1] if result.history else None}
 
 
@@ -359,29 +312,8 @@ def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_di
     cfg = optim_config(prof, "retrieval", steps, seed)
     # A refit has seen the validation split: it trains for the selected steps, no selection.
     task, _ = retrieval_task(tables, prof, validation_split=None if refit else "val", seed=seed)
-    batches = RetrievalBatchSource(tables, split, prof.retrieval.batch_size, seed=seed, num_steps=cfg.steps)
+    batches = RetrievalBatchSource(tables, split, prof.retrieval.batch_size, seed=seed, num_steps=cfg.steps,
+                                   tokens_per_batch=prof.retrieval.tokens_per_batch)
     source = RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
     return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, refit,
                               prof.retrieval.batch_size, progress, stop_after)
-
-
-def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints",
-                        profile: str | Profile = "cpu", steps: int | None = None, seed: int = 0,
-                        refit: bool = False, init_from_retrieval: bool = False, freeze_embeddings: bool = False,
-                        progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train (or resume) the ranking model; returns a summary with the best validation metrics."""
-    prof = get_profile(profile)
-    tables = load_tables(warehouse_dir, prof, refit=refit)
-    split = ALL if refit else "train"
-    cfg = optim_config(prof, "ranking", steps, seed)
-    retrieval_params = None
-    if init_from_retrieval:
-        retrieval_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "retrieval", refit))
-    task, _ = ranking_task(tables, prof, validation_split=None if refit else "val", seed=seed,
-                           retrieval_params=retrieval_params,
-                           freeze_embeddings=freeze_embeddings)
-    source = RankingBatchSource(tables, split, prof.ranking.batch_size, num_candidates=prof.model.num_candidates,
-                                seed=seed, num_steps=cfg.steps, split_windows=True,
-                                same_category=0.5)
-    return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, refit,
-                              prof.ranking.batch_size, progress, stop_after)

@@ -68,6 +68,10 @@ class OptimConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
+    # Early stopping: end after this many evaluations without a better selection metric, or once
+    # this many seconds of this call have passed (checked at evaluations). None = no limit.
+    patience: int | None = None
+    max_seconds: float | None = None
 
 
 def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None, decay_mask: Any = None) -> optax.GradientTransformation:
@@ -121,6 +125,7 @@ class FitResult(NamedTuple):
     resumed_from: int
     seconds: float
     examples_per_s: float
+    stopped: str = "steps"  # why training ended: steps, patience, time (or stop_after)
 
 
 def _finite(x: float) -> bool:
@@ -147,7 +152,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
     mask = task.trainable(params) if task.trainable else None
     tx = make_optimizer(cfg, mask, task.decay_mask(params) if task.decay_mask else None)
     state = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
-    resumed_from = 0
+    resumed_from, finished = 0, False
     history: list[dict] = []
     best_record: dict | None = None
     if latest_mgr.latest_step() is not None:
@@ -157,15 +162,21 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
         meta = restored["meta"]
         history, best_record = meta.get("history", []), meta.get("best")
         resumed_from = int(state.step)
+        finished = meta.get("stopped") in ("patience", "time")  # an early stop is final: do not resume
         if not restored["iterator_restored"]:
             iterator = loader_factory(resumed_from)
     step_fn = make_train_step(task, tx, cfg.seed)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    if resumed_from and finished:
+        end = resumed_from
     bar = _progress(task.name, resumed_from, cfg.steps, progress)
     window_start, window_steps = time.perf_counter(), 0
     examples = 0
     step = resumed_from
     last_metrics: dict = {}
+    stopped = "steps" if stop_after is None or stop_after >= cfg.steps else "stop_after"
+    if finished:
+        stopped = meta["stopped"]
     while step < end:
         batch = next(iterator)
         state, metrics = step_fn(state, batch)
@@ -196,7 +207,13 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
                 if task.validate is not None and (best_record is None or _better(
                         record[task.selection_metric], best_record[task.selection_metric], task.selection_mode)):
                     best_record, improved = record, True
-            meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name)
+                if step < end and task.validate is not None and cfg.patience is not None and best_record is not None:
+                    evals_since_best = sum(1 for r in history if r["step"] > best_record["step"])
+                    if evals_since_best >= cfg.patience:
+                        stopped = "patience"
+                if step < end and cfg.max_seconds is not None and time.perf_counter() - start_time > cfg.max_seconds:
+                    stopped = "time"
+            meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name, stopped=stopped)
             _save(latest_mgr, step, state, iterator, meta)
             # Only a strictly better validation replaces best/: on a tie the earlier step stays, the
             # one meta["best"] (and the refit's selected steps) name.
@@ -205,11 +222,16 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
                     state=ocp.args.StandardSave(state.params), meta=ocp.args.JsonSave(meta)),
                     metrics={task.selection_metric: float(record[task.selection_metric])})
                 best_mgr.wait_until_finished()
+            if stopped in ("patience", "time"):
+                bar.write(f"{task.name}: stopping at step {step} ({stopped}: best "
+                          f"{task.selection_metric}={best_record[task.selection_metric]:.4f} at step "
+                          f"{best_record['step']})" if best_record else f"{task.name}: stopping at step {step} ({stopped})")
+                break
     bar.close()
     seconds = time.perf_counter() - start_time
     done = step - resumed_from
     return FitResult(state.params, step, history, best_record, resumed_from, seconds,
-                     done * (batch_size or 0) / max(seconds, 1e-9))
+                     done * (batch_size or 0) / max(seconds, 1e-9), stopped)
 
 
 def _better(a: float, b: float, mode: str) -> bool:

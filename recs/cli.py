@@ -39,7 +39,7 @@ def _add_checkpoints(p: argparse.ArgumentParser) -> None:
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-user-events", type=int, default=10, help="keep customers with at least N events (default 10)")
-    p.add_argument("--min-item-events", type=int, default=5, help="keep items with at least N events (default 5)")
+    p.add_argument("--min-item-events", type=int, default=1, help="keep items with at least N events (default 1: rare items are still re-shown and co-occur)")
 
 
 def build_parser() -> argparse.ArgumentParser:
