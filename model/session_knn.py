@@ -38,8 +38,10 @@ idf off 0.661, idf_similarity off 0.660; k 50-2000 and sample_size 0-10000 withi
 Scoring the current items matters most (remind=False: 0.200; half of the targets were seen
 earlier in their session). popularity_weight 1e-6 ties with 0 and orders the fill items.
 
-Vectorised with scipy.sparse: sessions x items CSR, query weights CSR, query @ sessions.T,
-top-k per row over the flat CSR data; chunks of query rows, no loop over query sessions.
+Vectorised with scipy.sparse: sessions x items CSR, query weights CSR, query @ (item x session),
+top-k per row with np.partition over the CSR rows; chunks of query rows, no loop over query
+sessions. The sampling first cuts each item's session list to its sample_size most recent
+(exact, and it bounds the candidates of queries holding very popular items).
 """
 from __future__ import annotations
 
@@ -91,6 +93,41 @@ def _top_per_row(indptr: np.ndarray, values: np.ndarray, k: int, ties: np.ndarra
     return order[_rank_in_rows(indptr, order) < k]
 
 
+def _keep_top_per_row(indptr: np.ndarray, values: np.ndarray, k: int, cells: int = 1 << 22) -> np.ndarray:
+    """Mask of the k largest `values` in each CSR row (ties: the row's later entries first).
+
+    Rows longer than k are laid out densely (about `cells` values per block of rows) and cut at
+    their k-th largest value with np.partition: linear in the entries, no sort.
+    """
+    lengths = np.diff(indptr)
+    keep = np.ones(len(values), bool)
+    long_rows = np.flatnonzero(lengths > k)
+    if len(long_rows) == 0:
+        return keep
+    if k <= 0:
+        return ~keep
+    width = int(lengths[long_rows].max())
+    per_block = max(1, cells // width)
+    for b in range(0, len(long_rows), per_block):
+        rows = long_rows[b:b + per_block]
+        row_len = lengths[rows]
+        first = np.cumsum(row_len) - row_len
+        slot = np.repeat(np.arange(len(rows)), row_len)
+        col = np.arange(int(row_len.sum())) - first[slot]
+        where = indptr[rows][slot] + col
+        v = values[where]
+        dense = np.full((len(rows), int(row_len.max())), -np.inf)
+        dense[slot, col] = v
+        kth = np.partition(dense, dense.shape[1] - k, axis=1)[:, dense.shape[1] - k][slot]
+        above = v > kth
+        tie = v == kth
+        need = k - np.bincount(slot, above, minlength=len(rows)).astype(np.int64)
+        ties_here_on = np.r_[np.cumsum(tie[::-1])[::-1], 0]  # ties from each entry to the block's end
+        ties_to_row_end = ties_here_on[:-1] - ties_here_on[(first + row_len)[slot]]
+        keep[where] = above | (tie & (ties_to_row_end <= need[slot]))
+    return keep
+
+
 @dataclasses.dataclass
 class SessionKNN:
     """VSTAN session-kNN over fitted past sessions (see the module docstring for the formulas)."""
@@ -135,8 +172,10 @@ class SessionKNN:
         rows, items, _, pos = _last_occurrences(seqs[order])
         self.positions = sp.csr_matrix((pos.astype(np.float64), (rows, items)), shape=(len(order), size))
         self.positions.sort_indices()
-        self._by_item = self.positions.T.tocsr()  # item x session indicator (data unused)
+        self._by_item = self.positions.T.tocsr()  # item x session indicator, sessions in time order
         self._by_item.data[:] = 1.0
+        self._by_item.sort_indices()
+        self._postings = {}
         self._distinct = np.diff(self.positions.indptr).astype(np.float64)
         events = np.bincount(seqs[keep][seqs[keep] > 0], minlength=size)[:size].astype(np.float64)
         with np.errstate(divide="ignore"):
@@ -167,7 +206,7 @@ class SessionKNN:
             raise RuntimeError("SessionKNN used before fit")
         q, after = self._query(h)
         norm = np.sqrt(np.asarray(q.multiply(q).sum(axis=1)).ravel())
-        s = (q @ self._by_item).tocsr()
+        s = (q @ self._recent_postings(self.sample_size)).tocsr()
         s.sort_indices()  # columns = sessions in time order: the most recent last in each row
         lengths = np.diff(s.indptr)
         row = np.repeat(np.arange(len(h)), lengths)
@@ -184,11 +223,27 @@ class SessionKNN:
         positive = sim > 0
         row, col, sim = row[positive], col[positive], sim[positive]
         indptr = np.r_[0, np.cumsum(np.bincount(row, minlength=len(h)))]
-        if np.diff(indptr).max(initial=0) > self.k:
-            # Ties: the more recent session first (larger time-sorted index).
-            top = np.sort(_top_per_row(indptr, sim, self.k, ties=-col))
-            row, col, sim = row[top], col[top], sim[top]
+        # Ties: the more recent session first (columns ascend in time within each row).
+        top = _keep_top_per_row(indptr, sim, self.k)
+        row, col, sim = row[top], col[top], sim[top]
         return row, col, sim, q, after
+
+    def _recent_postings(self, m: int) -> sp.csr_matrix:
+        """Item x session indicator keeping each item's m most recent sessions (all when m = 0).
+
+        Exact for the sampling: a session among the m most recent of those sharing an item with
+        the query is, for each item it shares, among that item's m most recent sessions.
+        """
+        full = self._by_item
+        lengths = np.diff(full.indptr)
+        if not m or lengths.max(initial=0) <= m:
+            return full
+        if m not in self._postings:
+            from_end = np.repeat(full.indptr[1:], lengths) - 1 - np.arange(full.nnz)
+            keep = from_end < m
+            indptr = np.r_[0, np.cumsum(np.minimum(lengths, m))]
+            self._postings = {m: sp.csr_matrix((full.data[keep], full.indices[keep], indptr), shape=full.shape)}
+        return self._postings[m]
 
     def neighbours(self, histories: np.ndarray, query_ts: np.ndarray | None = None):
         """Per query row: (fitted row indices of its neighbours, their similarities), most similar first."""
@@ -270,7 +325,8 @@ class SessionKNN:
             keys = knn_row * size + knn.indices
             fill_row, fill_item = np.repeat(np.arange(n), len(fill)), np.tile(fill, n)
             fill_keys = fill_row * size + fill_item
-            extra = ~np.isin(fill_keys, keys)
+            loc = np.minimum(np.searchsorted(keys, fill_keys), max(len(keys) - 1, 0))
+            extra = keys[loc] != fill_keys if len(keys) else np.ones(len(fill_keys), bool)  # keys are sorted
             row = np.r_[knn_row, fill_row[extra]]
             item = np.r_[knn.indices, fill_item[extra]].astype(np.int64)
             value = np.r_[knn.data, np.zeros(int(extra.sum()))] + self.popularity_weight * self.popularity[item]

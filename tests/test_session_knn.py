@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.metrics import mrr_at_k, rank_of_targets, recall_at_k
-from model.session_knn import DAY_MS, SessionKNN, load_session_times
+from model.session_knn import DAY_MS, SessionKNN, _keep_top_per_row, _top_per_row, load_session_times
 
 E = math.exp
 # Every factor off: plain cosine neighbours, every item of a neighbour weighing its similarity.
@@ -141,6 +141,24 @@ def test_sampling_the_most_recent_candidate_sessions():
     ts = np.array([3, 2, 1]) * DAY_MS  # now the d session is the oldest
     assert top1(knn(sessions, ts, remind=False, sample_size=1), [a]) == c
     assert top1(knn(sessions, remind=False, k=1), [a]) == d  # equal similarity: the more recent wins
+    b = 4
+    sessions = np.array([[a, c], [a, c], [b, d]])  # each query item's newest session: rows 1 and 2
+    assert top1(knn(sessions, remind=False), [a, b]) == c
+    assert top1(knn(sessions, remind=False, sample_size=1), [a, b]) == d  # the newest of those two
+    model = knn(sessions, remind=False, sample_size=2)
+    assert [r.tolist() for r, _ in model.neighbours(np.array([[a, b]]))] == [[2, 1]]  # equal: newest first
+
+
+def test_top_per_row_without_sorting_matches_a_sort():
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(0, 12, size=40)
+    indptr = np.r_[0, np.cumsum(lengths)]
+    values = rng.integers(0, 4, size=indptr[-1]).astype(np.float64)  # many ties
+    for k in (0, 1, 3, 5):
+        expected = np.zeros(len(values), bool)
+        expected[_top_per_row(indptr, values, k, ties=-np.arange(len(values)))] = True  # ties: later first
+        for cells in (7, 50, 1 << 22):  # blocks of one row, a few rows, everything at once
+            np.testing.assert_array_equal(_keep_top_per_row(indptr, values, k, cells=cells), expected)
 
 
 def test_popularity_orders_unscored_items():
