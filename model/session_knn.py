@@ -28,7 +28,7 @@ For a current session (the query) with L real steps:
 Defaults: tuned on a validation split of the real Retail Rocket train sessions (the last 10%
 of load_sessions' train sessions predicting their last item, fitted on the first 90%; never the
 test sessions) by a coordinate search from session-rec's VSTAN defaults, `bench/session_knn.py
---tune`. Validation Recall@20 / MRR@20: 0.580 / 0.341 at session-rec's defaults (k=500,
+--tune`. Validation Recall@20 / MRR@20: 0.582 / 0.341 at session-rec's defaults (k=500,
 sample 5000, spw 1.02, snh 5 days, inh 2.05, ipw 1.02, idf 5), 0.664 / 0.388 tuned. Validation
 Recall@20 with one value changed from the tuned ones: off on this data are the position weight
 of the current session (spw 1.02: 0.649; 8: 0.664, no better) and the neighbour recency (snh
