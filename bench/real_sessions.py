@@ -1,238 +1,226 @@
-"""Benchmark: next-item quality on REAL Retail Rocket sessions, two-tower vs popularity vs item-kNN.
+"""Benchmark: the product end to end on REAL Retail Rocket sessions, beside the strongest baselines.
 
-Data: /work/shared/data/retailrocket-sessions/events.csv.gz (genuine views, one visitorid per
-30-minute session, 686K events, 126K sessions, items renumbered 1..36,968; events only). It is
-symlinked alone into a temporary directory, ingested with recs.ingest.ingest_dir and built with
-min_user_events=2, min_item_events=5 into bench/out/warehouse_retailrocket_sessions/; the
-retrieval model is trained from scratch with model.tasks.train_retrieval_model (profile `cpu`)
-into bench/out/checkpoints_retailrocket_sessions/ and timed.
+Data: ../shared/data/retailrocket-sessions/events.csv.gz (relative to the repo; 686K genuine
+views, one visitorid per 30-minute session, 126K sessions in time order; events only).
+Protocol (the one of the published figures): sessions are ordered by their first event and the
+last 10% are held out; every event of the other sessions and all but the last event of each
+held-out session go into `events.csv`; the last event of each held-out session is the target.
+The product runs as a user would run it, `recs run --data <that dir> --min-user-events 2` (a
+subprocess, timed: `run_wall_s`), and is scored on `latest_recommendations` (top 20): a hit is
+the target among the customer's published items.
 
-Two protocols, each with the two-tower model beside popularity and item-kNN:
-- temporal: the project's own test split (last 10% of time). Each test window predicts its FIRST
-  step from the history before it, ranked over the whole item corpus (model/evaluation.py's
-  way: tasks.retrieval_ranks; baselines fit on the train split). Sessions are short and start
-  fresh, so most test windows have an empty history: also shown on rows with a history.
-- sessions-last: the protocol of the published numbers. model.baselines.load_sessions orders
-  sessions by start, keeps the last 10% as test and predicts each test session's LAST item from
-  its preceding items (evaluate_on_sessions for the baselines, fit on the first 90% of
-  sessions). The two-tower model gets the same preceding items as a left-padded history
-  (consecutive repeats collapsed, as the sequence tables and serving have them; actions = view;
-  its session's visitorid as customer) and ranks the true last item over its corpus (exact dot
-  products). It was trained on the temporal train split (first 80% of time), which ends before
-  the test sessions start, so nothing leaks; the baselines see 10% more sessions than it did.
-Published bar on sessions-last: item-kNN Recall@20 ~0.66 / MRR@20 ~0.41, GRU4Rec ~0.68 / ~0.37.
+Beside it, on the same held-out cases and from the same events.csv (each held-out session's
+history = its events in events.csv, all in time order):
+- popularity (the most frequent items), S-POP (the session's own items, most frequent first,
+  then popular), item-kNN with a repeat boost (model.cooccurrence.ItemKNN), a VSTAN-style
+  session kNN (model.session_knn.SessionKNN), each fitted on every session of events.csv;
+- each model alone: the product's two-tower retrieval (its checkpoint, exact top 20 over the
+  corpus) and the ranker over its candidates without business rules or fallback.
+Published figures for reference (GRU4Rec official code, 24 min of CPU training): 0.68 / 0.37.
 
-Prints a table and the training wall time, then one line:
-    two_tower_recall20=<r> two_tower_mrr20=<m> item_knn_recall20=<r> item_knn_mrr20=<m> train_wall_s=<s>
-(the sessions-last protocol).
+Ends with one line:
+    product_recall20=<r> product_mrr20=<m> best_baseline_recall20=<r> best_baseline_mrr20=<m> run_wall_s=<s>
+(best baseline = the best non-product row on each metric separately).
 
-Full run (the lead's; the cpu profile's 400 steps, a few minutes on 2 idle cores):
-    .venv/bin/python bench/real_sessions.py
-Smoke test (~1-2 minutes; 40 steps, metrics on 3,000 rows per protocol):
-    .venv/bin/python bench/real_sessions.py --quick
+    .venv/bin/python bench/real_sessions.py            # the full run (about 15 minutes on 2 cores)
+    .venv/bin/python bench/real_sessions.py --reuse    # score an existing run again (no recs run)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, cpu_note, ensure_warehouse, format_table, log, timer  # noqa: E402
+from _common import DEFAULT_OUT, REPO, cpu_note, format_table, log, timer  # noqa: E402
 
-SESSIONS = Path("/work/shared/data/retailrocket-sessions/events.csv.gz")
+SESSIONS = Path(os.path.relpath(REPO.parent / "shared" / "data" / "retailrocket-sessions" / "events.csv.gz"))
 K = 20
-PUBLISHED = (("published item-kNN", 0.66, 0.41), ("published GRU4Rec", 0.68, 0.37))
-VIEW = 4  # action bit of a view (model.batch.VIEW)
+HISTORY = 64
+PUBLISHED = (("published GRU4Rec (24 min CPU)", 0.68, 0.37),)
 
 
-def build_warehouse(events: Path, warehouse: Path, min_user_events: int, min_item_events: int) -> dict:
-    """Ingest a directory holding only `events` (symlinked) and build the sequence tables."""
-    with tempfile.TemporaryDirectory(prefix="rr_sessions_") as tmp:
-        (Path(tmp) / events.name).symlink_to(events.resolve())
-        return ensure_warehouse(Path(tmp), warehouse, min_user_events=min_user_events,
-                                min_item_events=min_item_events)
-
-
-def rank_metrics(ranks: np.ndarray) -> tuple[float, float]:
-    from model.metrics import mrr_at_k, recall_at_k
-
-    return recall_at_k(ranks, K), mrr_at_k(ranks, K)
-
-
-def baseline_ranks(model, histories: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Ranks of `target` under a baseline's scores, restricted to `valid` items (evaluation.py's way)."""
-    from model.metrics import ranks_in_chunks
-
-    return ranks_in_chunks(lambda a, b: np.where(valid[None, :], model.score(histories[a:b]), -np.inf), target)
-
-
-def spread_rows(n: int, limit: int | None) -> np.ndarray:
-    """All of range(n), or `limit` rows spread evenly over it (rows are in time order)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).astype(np.int64))
-
-
-def temporal_protocol(model, params, tables, max_rows: int | None = None) -> dict[str, np.ndarray]:
-    """Ranks of each test window's first step for the two-tower model and both baselines."""
-    from model.baselines import ItemKNN, Popularity
-    from model.data import eval_arrays
-    from model.tasks import corpus_mask, retrieval_ranks
-
-    ev = eval_arrays(tables, "test")
-    rows = spread_rows(len(ev.next_item_idx), max_rows)
-    hist_idx = tables.split("test").history.item[rows]
-    target = ev.next_item_idx[rows]
-    valid = corpus_mask(tables)
-    out = {"has_history": (hist_idx > 0).any(axis=1)}
-    with timer() as t:
-        out["two_tower"] = retrieval_ranks(model, params, tables, "test", rows)
-    log(f"temporal: two-tower ranks of {len(rows)} rows in {t():.1f}s")
-    with timer() as t:
-        out["popularity"] = baseline_ranks(Popularity.from_tables(tables), hist_idx, target, valid)
-    log(f"temporal: popularity in {t():.1f}s")
-    with timer() as t:
-        knn = ItemKNN(tables.num_items).fit_tables(tables, "train")
-    with timer() as t_score:
-        out["item_knn"] = baseline_ranks(knn, hist_idx, target, valid)
-    log(f"temporal: item-kNN fit {t():.1f}s, ranks {t_score():.1f}s")
-    return out
-
-
-def session_visitorids(path: Path, n_test: int) -> np.ndarray:
-    """visitorid of the last n_test sessions in load_sessions' order (session start, visitorid)."""
+def prepare(sessions: Path, out: Path, test_fraction: float = 0.1) -> dict:
+    """Write out/data/events.csv (train sessions + held-out prefixes) and out/targets.parquet."""
     import duckdb
 
-    rows = duckdb.sql(f"SELECT visitorid, min(timestamp) AS s FROM read_csv('{path}') "
-                      "GROUP BY visitorid ORDER BY s, visitorid").fetchnumpy()
-    return np.asarray(rows["visitorid"][len(rows["visitorid"]) - n_test:], np.int64)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"""CREATE TABLE e AS SELECT *, min(timestamp) OVER (PARTITION BY visitorid) AS session_start,
+        row_number() OVER (PARTITION BY visitorid ORDER BY timestamp DESC) AS from_end
+        FROM read_csv('{sessions}')""")
+    [(n,)] = con.execute("SELECT count(DISTINCT visitorid) FROM e").fetchall()
+    n_test = round(n * test_fraction)
+    con.execute(f"""CREATE TABLE held AS SELECT visitorid FROM (
+        SELECT visitorid, row_number() OVER (ORDER BY min(session_start), visitorid) AS r FROM e GROUP BY 1)
+        WHERE r > {n - n_test}""")
+    con.execute(f"""COPY (SELECT timestamp, visitorid, event, itemid, transactionid FROM e
+        WHERE NOT (visitorid IN (SELECT visitorid FROM held) AND from_end = 1) ORDER BY timestamp, visitorid)
+        TO '{data / "events.csv"}' (HEADER)""")
+    con.execute(f"""COPY (SELECT visitorid, itemid AS target FROM e
+        WHERE visitorid IN (SELECT visitorid FROM held) AND from_end = 1 ORDER BY visitorid)
+        TO '{out / "targets.parquet"}'""")
+    return {"sessions": int(n), "held_out": int(n_test)}
 
 
-def collapse_repeats(histories: np.ndarray, width: int) -> np.ndarray:
-    """Left-padded [N, T] item rows -> [N, width] with consecutive repeats collapsed, left-padded."""
-    h = np.asarray(histories)
-    prev = np.concatenate([np.zeros((len(h), 1), h.dtype), h[:, :-1]], axis=1)
-    keep = (h > 0) & (h != prev)
-    out = np.zeros((len(h), width), h.dtype)
-    # Position of each kept value counted from the row's end (0 = newest).
-    from_end = np.cumsum(keep[:, ::-1], axis=1)[:, ::-1] - 1
-    take = keep & (from_end < width)
-    rows = np.broadcast_to(np.arange(len(h))[:, None], h.shape)[take]
-    out[rows, width - 1 - from_end[take]] = h[take]
+def session_rows(events_csv: Path) -> dict:
+    """Every session of events.csv as a left-padded item row (dense ids = the file's item ids)."""
+    import duckdb
+
+    from model.baselines import _left_pad
+
+    rows = duckdb.sql(f"""SELECT visitorid, itemid, min(timestamp) OVER (PARTITION BY visitorid) AS s
+        FROM read_csv('{events_csv}') ORDER BY s, visitorid, timestamp""").fetchnumpy()
+    visitor, items = rows["visitorid"], rows["itemid"].astype(np.int32)
+    starts = np.flatnonzero(np.r_[True, visitor[1:] != visitor[:-1]])
+    lengths = np.diff(np.r_[starts, len(visitor)])
+    return {"visitorid": visitor[starts], "rows": _left_pad(items, lengths, HISTORY),
+            "num_items": int(items.max()), "items": items}
+
+
+def ranks_of_lists(top: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """1-based rank of each target in its list (0 = absent)."""
+    hit = top == target[:, None]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
+
+
+def baseline_lists(sessions: dict, query: np.ndarray) -> dict[str, np.ndarray]:
+    """Top-20 lists (file item ids) of every baseline for the held-out histories."""
+    from model.baselines import Popularity, SessionPopularity
+    from model.cooccurrence import ItemKNN
+    from model.session_knn import SessionKNN
+
+    n_items = sessions["num_items"]
+    out = {}
+    pop = Popularity.fit(sessions["items"], n_items)
+    with timer() as t:
+        out["popularity"] = pop.topk(query, K)
+        out["s_pop"] = np.argsort(-SessionPopularity(pop.counts).score(query), axis=1, kind="stable")[:, :K]
+        out["item_knn"] = ItemKNN(n_items).fit(sessions["rows"]).topk(query, K)
+        out["session_knn (VSTAN-style)"] = SessionKNN(n_items).fit(sessions["rows"]).topk(query, K)
+    log(f"baselines in {t():.1f}s")
     return out
 
 
-def sessions_protocol(model, params, tables, history_len: int, max_rows: int | None = None) -> dict:
-    """Ranks of each test session's last item: baselines via evaluate_on_sessions' inputs, two-tower by hand."""
-    from model.baselines import ItemKNN, Popularity, load_sessions
-    from model.batch import History
-    from model.metrics import rank_of_targets, ranks_in_chunks
-    from model.tasks import corpus_vectors, dense_scores, item_corpus, user_vectors
+def product_lists(warehouse: Path, visitorids: np.ndarray) -> np.ndarray:
+    """[n, 20] item ids of latest_recommendations for each visitor (0 = none)."""
+    import duckdb
 
-    split = load_sessions(SESSIONS)
-    rows = spread_rows(len(split.target), max_rows)
-    test_history, target = split.test_history[rows], split.target[rows]
-    visitorid = session_visitorids(SESSIONS, len(split.target))[rows]
-    log(f"sessions-last: {len(split.train)} train / {len(rows)} of {len(split.target)} test sessions")
-    ranks = {}
-    # evaluate_on_sessions computes exactly these ranks (512-row chunks); kept to slice by target type.
-    for name, make in (("popularity", lambda: Popularity.fit(split.train_items, split.num_items)),
-                       ("item_knn", lambda: ItemKNN(split.num_items).fit(split.train))):
-        with timer() as t:
-            baseline = make()
-            ranks[name] = np.concatenate([rank_of_targets(baseline.score(test_history[a:a + 512]), target[a:a + 512])
-                                          for a in range(0, len(target), 512)])
-        log(f"sessions-last: {name} fit + ranks in {t():.1f}s")
-    # Two-tower: original ids straight from the file (the warehouse keeps them), no category known.
-    with timer() as t:
-        items = collapse_repeats(test_history, history_len).astype(np.int32)
-        history = History(customer_id=visitorid.astype(np.int32), item_id=items, category_id=np.zeros_like(items),
-                          root_id=np.zeros_like(items), action=np.where(items > 0, VIEW, 0).astype(np.int32))
-        corpus_idx, corpus_items = item_corpus(tables)
-        item_vecs = corpus_vectors(model, params, corpus_items)
-        users = user_vectors(model, params, history)
-        target_idx = tables.item_idx_of(target)
-        ranks["two_tower"] = ranks_in_chunks(
-            lambda a, b: dense_scores(users[a:b] @ item_vecs.T, corpus_idx, tables.num_items), target_idx)
-    log(f"sessions-last: two-tower ranks in {t():.1f}s")
-    return {**ranks, "repeat": target == test_history[:, -1], "out_of_corpus": int((target_idx == 0).sum()),
-            "n_test": len(target), "n_test_all": len(split.target), "n_train": len(split.train)}
+    con = duckdb.connect(str(warehouse / "recs.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT customer_id, rank, item_id FROM latest_recommendations WHERE rank <= ?",
+                           [K]).fetchnumpy()
+    finally:
+        con.close()
+    out = np.zeros((len(visitorids), K), np.int64)
+    pos = np.searchsorted(visitorids, rows["customer_id"])
+    ok = (pos < len(visitorids)) & (visitorids[np.minimum(pos, len(visitorids) - 1)] == rows["customer_id"])
+    out[pos[ok], rows["rank"][ok] - 1] = rows["item_id"][ok]
+    return out
+
+
+def model_alone_lists(warehouse: Path, checkpoints: Path, visitorids: np.ndarray) -> dict[str, np.ndarray]:
+    """Top-20 of the two-tower model alone and of the ranker over its candidates (no rules)."""
+    from model.data import serving_histories
+    from model.ranking_task import fit_cooccurrence
+    from model.serving import Recommender, ServingConfig
+    from recs.scoring import load_serving_models
+    from model.tasks import corpus_mask, load_tables
+    from model.retrieval import Retriever, make_retrieval_model
+    from model.batch import Items
+
+    profile, retrieval_params, ranking_params, _ = load_serving_models(checkpoints)
+    tables = load_tables(warehouse, profile)
+    chunks = list(serving_histories(tables, chunk_rows=1 << 18))
+    visitor = np.concatenate([c.visitorid for c in chunks])
+    pick = np.searchsorted(visitor, visitorids) if np.all(np.diff(visitor) > 0) else None
+    order = np.argsort(visitor) if pick is None else None
+    if pick is None:
+        pick = order[np.searchsorted(visitor[order], visitorids)]
+    history = type(chunks[0].history)(*(np.concatenate([getattr(c.history, f) for c in chunks])[pick]
+                                        for f in chunks[0].history._fields))
+    history_idx = np.concatenate([c.history_item_idx for c in chunks])[pick]
+    corpus = corpus_mask(tables)
+    corpus_idx = np.flatnonzero(corpus).astype(np.int32)
+    retriever = Retriever(make_retrieval_model(profile.model), retrieval_params, corpus_idx,
+                          Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
+                                tables.item_root[corpus_idx]), tables.num_items, k=K)
+    two_tower = tables.item_ids[retriever(history).item_idx]
+    cooc = fit_cooccurrence(tables, ("train", "val", "test"))
+    recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
+                              available=np.ones_like(corpus), config=ServingConfig(exclude_bought=False))
+    ranked = recommender.recommend(history, history_idx, history.action, top_n=K)
+    return {"two_tower alone": two_tower, "ranker over its candidates": tables.item_ids[ranked.item_idx]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=None, help="retrieval training steps (default: the profile's)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT / "real_sessions"))
+    parser.add_argument("--reuse", action="store_true", help="score the existing run in --out (no recs run)")
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--min-user-events", type=int, default=2)
-    parser.add_argument("--min-item-events", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
-    parser.add_argument("--reuse-checkpoint", action="store_true",
-                        help="keep an existing checkpoint (resumes or returns at once; wall time then meaningless)")
-    parser.add_argument("--max-rows", type=int, default=None,
-                        help="evaluate on this many test rows per protocol, spread evenly (default: all)")
-    parser.add_argument("--quick", action="store_true", help="40 training steps, 3,000 test rows (~1-2 minutes)")
     args = parser.parse_args()
     if not SESSIONS.exists():
-        sys.exit(f"real_sessions: {SESSIONS} not found")
-    steps = 40 if args.quick and args.steps is None else args.steps
-    max_rows = 3_000 if args.quick and args.max_rows is None else args.max_rows
-
-    from model.retrieval import make_retrieval_model
-    from model.tasks import get_profile, load_tables, train_retrieval_model
-    from model.train import load_best_params
-
+        sys.exit(f"real_sessions: {SESSIONS} not found (run from the repo; the data lives in ../shared)")
     out = Path(args.out)
-    warehouse = out / "warehouse_retailrocket_sessions"
-    ckpt_dir = out / "checkpoints_retailrocket_sessions"
-    built = build_warehouse(SESSIONS, warehouse, args.min_user_events, args.min_item_events)
-    meta = built["meta"]
-    prof = get_profile(args.profile)
-    if not args.reuse_checkpoint:
-        shutil.rmtree(ckpt_dir / "retrieval", ignore_errors=True)
-    log(f"training retrieval ({args.profile}, {steps or prof.retrieval.steps} steps)")
-    with timer() as t_train:
-        summary = train_retrieval_model(warehouse, ckpt_dir, profile=args.profile, steps=steps, seed=args.seed)
-    params, _ = load_best_params(ckpt_dir / "retrieval")
-    model = make_retrieval_model(prof.model)
-    tables = load_tables(warehouse, prof)
-    with timer() as t_eval:
-        temporal = temporal_protocol(model, params, tables, max_rows)
-        sessions = sessions_protocol(model, params, tables, prof.model.history_len, max_rows)
+    warehouse, checkpoints = out / "warehouse", out / "checkpoints"
+    run_wall = float("nan")
+    if not args.reuse:
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"held-out split: {prepare(SESSIONS, out)}")
+        command = [sys.executable, "-m", "recs.cli", "run", "--data", str(out / "data"), "--warehouse",
+                   str(warehouse), "--checkpoints", str(checkpoints), "--min-user-events", "2",
+                   "--profile", args.profile]
+        log("running: " + " ".join(command))
+        started = time.perf_counter()
+        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        run_wall = time.perf_counter() - started
+        (out / "run_wall_s.txt").write_text(f"{run_wall:.1f}\n")
+    elif (out / "run_wall_s.txt").exists():
+        run_wall = float((out / "run_wall_s.txt").read_text())
 
-    has_hist, repeat = temporal["has_history"], sessions["repeat"]
-    print(f"Retail Rocket sessions: {meta['n_filtered_events']:,} filtered events, {meta['n_items']:,} items, "
-          f"train/val/test windows {meta['n_train']:,}/{meta['n_val']:,}/{meta['n_test']:,}  {cpu_note()}"
-          + ("  [--quick]" if args.quick else ""))
-    print(f"two-tower: profile {args.profile}, {summary['steps']} steps, best step "
-          f"{(summary['best'] or {}).get('step')}, val_recall@20 {(summary['best'] or {}).get('val_recall@20', float('nan')):.4f}")
-    print(f"training wall time: {t_train():.1f}s (fit's own: {summary['seconds']}s, {summary['examples_per_s']:,.0f} "
-          f"examples/s incl. compile, validation and checkpoints); evaluation {t_eval():.1f}s")
-    print(f"temporal test: {len(has_hist):,} of {meta['n_test']:,} windows, {has_hist.mean():.1%} with a history.  "
-          f"sessions-last: {sessions['n_test']:,} of {sessions['n_test_all']:,} test sessions "
-          f"(fit on {sessions['n_train']:,}), "
-          f"{repeat.mean():.1%} end on a repeat of the previous item, {sessions['out_of_corpus']} targets "
-          f"outside the two-tower corpus (counted as misses)")
+    import pyarrow.parquet as pq
+
+    targets = pq.read_table(out / "targets.parquet").to_pydict()
+    visitorids, target = np.asarray(targets["visitorid"], np.int64), np.asarray(targets["target"], np.int64)
+    sessions = session_rows(out / "data" / "events.csv")
+    pos = np.searchsorted(sessions["visitorid"], visitorids) if np.all(np.diff(sessions["visitorid"]) > 0) else None
+    if pos is None:
+        order = np.argsort(sessions["visitorid"])
+        pos = order[np.searchsorted(sessions["visitorid"][order], visitorids)]
+    query = sessions["rows"][pos]
+    lists = {"product (latest_recommendations)": product_lists(warehouse, visitorids)}
+    lists.update(model_alone_lists(warehouse, checkpoints, visitorids))
+    lists.update(baseline_lists(sessions, query))
+    repeat = target == query[:, -1]
+
+    from model.metrics import mrr_at_k, recall_at_k
+
+    rows, figures = [], {}
+    for name, top in lists.items():
+        ranks = ranks_of_lists(np.asarray(top)[:, :K], target)
+        figures[name] = (recall_at_k(ranks, K), mrr_at_k(ranks, K))
+        rows.append([name, *figures[name], recall_at_k(ranks[~repeat], K)])
+    for name, r, m in PUBLISHED:
+        rows.append([name, r, m, None])
+    print(f"Retail Rocket sessions, {len(target):,} held-out sessions (last event each), "
+          f"{repeat.mean():.1%} repeat the previous event  {cpu_note()}")
+    print(f"recs run --min-user-events 2: {run_wall:.0f} s wall")
     print()
-    rows = []
-    for name in ("two_tower", "popularity", "item_knn"):
-        t_all, t_hist, s_all = temporal[name], temporal[name][has_hist], sessions[name]
-        rows.append([name, *rank_metrics(t_all), *rank_metrics(t_hist), *rank_metrics(s_all),
-                     rank_metrics(s_all[~repeat])[0]])
-    for name, recall, mrr in PUBLISHED:
-        rows.append([name, None, None, None, None, recall, mrr, None])
-    print(format_table(["model", "temporal R@20", "MRR@20", "temporal w/ hist R@20", "MRR@20",
-                        "sessions-last R@20", "MRR@20", "non-repeat R@20"], rows))
-    tt, knn = rank_metrics(sessions["two_tower"]), rank_metrics(sessions["item_knn"])
+    print(format_table(["system", "Recall@20", "MRR@20", "non-repeat Recall@20"], rows))
+    product = figures["product (latest_recommendations)"]
+    baselines = [v for k, v in figures.items() if k in ("popularity", "s_pop", "item_knn", "session_knn (VSTAN-style)")]
+    best_r, best_m = max(v[0] for v in baselines), max(v[1] for v in baselines)
     print()
-    print(f"two_tower_recall20={tt[0]:.4f} two_tower_mrr20={tt[1]:.4f} item_knn_recall20={knn[0]:.4f} "
-          f"item_knn_mrr20={knn[1]:.4f} train_wall_s={t_train():.1f}")
+    print(f"product_recall20={product[0]:.4f} product_mrr20={product[1]:.4f} best_baseline_recall20={best_r:.4f} "
+          f"best_baseline_mrr20={best_m:.4f} run_wall_s={run_wall:.1f}")
 
 
 if __name__ == "__main__":

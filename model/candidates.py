@@ -1,11 +1,13 @@
 """Candidates for the ranker, and their features: the same code for training cases and serving.
 
-Three sources, as nightly scoring uses them:
+Four sources, as nightly scoring uses them:
 - **recent**: the customer's own distinct recent items, newest first (20% of next events on the
   real sessions repeat the previous item, 38% an item seen earlier in the visit);
 - **co-occurrence**: neighbours of the last steps (model.cooccurrence.ItemKNN, recency-weighted);
+- **similar sessions**: items of the most similar past windows (model.session_knn.SessionKNN,
+  VSTAN-style position weighting), when a session index is given;
 - **retrieval**: the two-tower model's top K over the whole corpus.
-The union (first occurrence wins, in that order) is one row of up to R + 2K item_idx.
+The union (first occurrence wins, in that order) is one row of up to R + 3K item_idx.
 
 Every feature depends only on the customer and the candidate itself (ranks and gaps are taken
 against each source's list over the whole corpus, not against the other candidates), so the
@@ -21,11 +23,12 @@ import numpy as np
 from model.batch import ADDTOCART, TRANSACTION, VIEW
 from model.cooccurrence import ItemKNN, lookup, top_per_row
 
-SOURCE_RECENT, SOURCE_COOCCURRENCE, SOURCE_RETRIEVAL = 1, 2, 4
-SOURCE_BITS = ((SOURCE_RECENT, "recent"), (SOURCE_COOCCURRENCE, "cooccurrence"), (SOURCE_RETRIEVAL, "retrieval"))
+SOURCE_RECENT, SOURCE_COOCCURRENCE, SOURCE_RETRIEVAL, SOURCE_SESSIONS = 1, 2, 4, 8
+SOURCE_BITS = ((SOURCE_RECENT, "recent"), (SOURCE_COOCCURRENCE, "cooccurrence"), (SOURCE_RETRIEVAL, "retrieval"),
+               (SOURCE_SESSIONS, "similar_sessions"))
 FEATURE_NAMES = (
     "retrieval_logit", "retrieval_gap", "retrieval_rank",
-    "cooc_score", "cooc_gap", "cooc_rank",
+    "cooc_score", "cooc_gap", "cooc_rank", "session_score", "session_rank",
     "times_seen", "seen", "steps_since", "is_last", "viewed", "carted", "bought", "repeat_score",
     "popularity", "history_length", "distinct_share",
 )
@@ -40,10 +43,11 @@ class CandidateConfig:
     retrieve_k: int = 100
     cooc_k: int = 100
     recent_k: int = 32
+    session_k: int = 50  # used when the generator has a session index
 
     @property
     def width(self) -> int:
-        return self.recent_k + self.cooc_k + self.retrieve_k
+        return self.recent_k + self.cooc_k + self.retrieve_k + self.session_k
 
 
 class Retrieved(NamedTuple):
@@ -161,7 +165,8 @@ class CandidateGenerator:
     """
 
     def __init__(self, item_vectors: np.ndarray, temperature: float, cooc: ItemKNN, popularity: np.ndarray,
-                 eligible: np.ndarray, config: CandidateConfig = CandidateConfig()):
+                 eligible: np.ndarray, config: CandidateConfig = CandidateConfig(), sessions=None):
+        self.sessions = sessions  # model.session_knn.SessionKNN or None
         self.item_vectors = np.asarray(item_vectors, np.float32)
         self.temperature = float(temperature)
         self.cooc = cooc
@@ -184,6 +189,14 @@ class CandidateGenerator:
         recent = recent_items(h, cfg.recent_k)
         recent = np.where(self.eligible[recent], recent, 0)
         parts, flags = [recent, cooc_idx], [SOURCE_RECENT, SOURCE_COOCCURRENCE]
+        session_scores = None
+        if self.sessions is not None and cfg.session_k > 0:
+            session_scores = self.sessions.neighbourhood_scores(h).multiply(self.eligible[None, :]).tocsr()
+            session_scores.eliminate_zeros()
+            session_scores.sort_indices()
+            session_idx, session_val = top_per_row(session_scores, cfg.session_k)
+            parts.append(session_idx)
+            flags.append(SOURCE_SESSIONS)
         if retrieved is not None:
             parts.append(np.where(self.eligible[retrieved.item_idx], retrieved.item_idx, 0))
             flags.append(SOURCE_RETRIEVAL)
@@ -203,6 +216,12 @@ class CandidateGenerator:
         feats[..., col["cooc_score"]] = cooc
         feats[..., col["cooc_gap"]] = cooc - (np.log1p(100.0 * cooc_val[:, :1]) / 5.0)
         feats[..., col["cooc_rank"]] = np.log1p(_rank_in(np.where(cooc_val > 0, cooc_idx, 0), cand)) / np.log(cfg.cooc_k + 2)
+        if session_scores is not None:
+            feats[..., col["session_score"]] = lookup(session_scores, cand)
+            feats[..., col["session_rank"]] = (np.log1p(_rank_in(np.where(session_val > 0, session_idx, 0), cand))
+                                               / np.log(cfg.session_k + 2))
+        else:
+            feats[..., col["session_rank"]] = 1.0
         for name, values in history_features(h, history_action, cand).items():
             feats[..., col[name]] = values
         feats[..., col["popularity"]] = self.log_popularity[cand]

@@ -113,8 +113,8 @@ class InputEmbedder:
         self.customer = (HashEmbedding(config.customer_hash_rows, config.num_hashes, config.emb_dim,
                                        compute_dtype=dtype, name=CUSTOMER_EMBEDDING)
                          if config.use_customer_id else None)
-        self.item = HashEmbedding(config.item_hash_rows, config.num_hashes, config.emb_dim,
-                                  compute_dtype=dtype, name=ITEM_EMBEDDING)
+        self.item = (HashEmbedding(config.item_hash_rows, config.num_hashes, config.emb_dim,
+                                   compute_dtype=dtype, name=ITEM_EMBEDDING) if config.use_item_ids else None)
         # Roots ("surfaces") are categories too: one table, one id space.
         self.category = HashEmbedding(config.category_hash_rows, config.num_hashes, config.emb_dim,
                                       compute_dtype=dtype, name=CATEGORY_EMBEDDING)
@@ -125,8 +125,10 @@ class InputEmbedder:
     def item_features(self, items: Items | History) -> jax.Array:
         """[..., 3 * emb_dim]: item, category and root-category embeddings side by side."""
         categories = self.category(jnp.stack([items.category_id, items.root_id], axis=-1))  # one lookup
-        return jnp.concatenate([self.item(items.item_id), categories.reshape(categories.shape[:-2] + (-1,))],
-                               axis=-1)
+        categories = categories.reshape(categories.shape[:-2] + (-1,))
+        if self.item is None:
+            return categories
+        return jnp.concatenate([self.item(items.item_id), categories], axis=-1)
 
     def customer_token(self, customer_id: jax.Array) -> jax.Array:
         """[B] -> [B, 1, emb_dim]: a learned user token, plus the hashed id's row when ids are used."""

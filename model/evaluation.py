@@ -1,15 +1,28 @@
-"""Offline evaluation on the test split, always beside popularity and item-kNN on the same rows.
+"""Offline evaluation: the next-event protocol through the nightly serving path, beside baselines.
 
-Rows of the result are `(model, split, metric, k, value)`; the flow adds a run_id and writes
-them to the warehouse table `eval_metrics`.
+Rows of the result are `(model, split, section, metric, k, value)`; the flow adds a run_id and
+writes them to the warehouse table `eval_metrics`.
 
-- retrieval: next-item (first step of each test window) Recall / MRR / NDCG @ 10, 20, 50, 100
-  over the whole item corpus, for the two-tower model, popularity and item-kNN;
-- ranking: AUC per action and their mean, and Purchase Rate@10, on the ranking layout (window
-  positives + popularity negatives), for the ranking model, popularity and item-kNN scores;
-- end_to_end: retrieve 100 + recent items, rank, top 10 / 20 (topped up with popularity when
-  short, as served): Recall, MRR of the next item and Purchase Rate@10 (share of windows with a
-  purchase whose top 10 holds a purchased item), beside the baselines' own top lists.
+Sections:
+- `next_event`: every event of the split whose customer has an earlier event is a case
+  (model.cases); the list is what nightly scoring would have published just before it: the
+  serving code (model.serving.Recommender: candidate sources, ranking, business rules) topped up
+  with popularity as served. Recall / MRR / NDCG @ 10, 20, 50 and Purchase Rate@10 (among cases
+  whose event is a transaction, the share whose item is in the top 10 of the list) for
+  `shipped`, each model alone (`two_tower`: retrieval's exact top K; `ranker`: the ranker over
+  its candidates, no rules, no fallback) and the baselines (`popularity`, `s_pop`, `item_knn`,
+  `session_knn`).
+- `next_event_last`: the same on each customer's last case of the split.
+- `window`: the earlier window metric (first step of each window, over the whole corpus).
+- `ranking`: AUC per action of the ranker over its candidates (view = the next event's slot;
+  transaction / addtocart = what the customer did to the item from the case to its window's
+  end), and their mean, beside the item-kNN and popularity scores of the same slots.
+
+What each model saw: the co-occurrence and session indexes and the popularity counts are fitted
+on the splits before the evaluated one (test: train + val; val: train), so nothing of the
+evaluated period leaks in; the ranker trained on validation cases, so `val` is measured on the
+customers held out from its training (model.ranking_task.SELECTION_SHARE). Model selection uses
+`val` only; `test` is reported.
 """
 from __future__ import annotations
 
@@ -17,135 +30,155 @@ from pathlib import Path
 
 import numpy as np
 
-from model.baselines import ItemKNN, Popularity
-from model.batch import ACTION_NAMES, TRANSACTION, Items
-from model.data import SequenceTables, eval_arrays
-from model.metrics import mrr_at_k, ndcg_at_k, purchase_rate_at_k, ranks_in_chunks, recall_at_k
-from model.serving import Recommender, ServingConfig
-from model.tasks import (checkpoint_path, corpus_mask, get_profile, load_tables, mean_action_auc, ranking_logits,
-                         retrieval_ranks)
+from model.baselines import Popularity, SessionPopularity
+from model.batch import TRANSACTION, Items
+from model.cases import Cases, holdout_customers, next_event_cases
+from model.data import SequenceTables, history_batch
+from model.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from model.ranking import make_ranking_model
-from model.retrieval import make_retrieval_model
+from model.ranking_data import build_ranking_cases
+from model.ranking_task import SELECTION_SHARE, action_aucs, fit_cooccurrence, fit_session_index, ranking_outputs
+from model.retrieval import Retriever, make_retrieval_model
+from model.serving import DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig, bought_in_history, knn_scores
+from model.tasks import checkpoint_path, corpus_mask, get_profile, load_tables, retrieval_ranks
 from model.train import load_best_params
 from recs.scoring import fill_from_fallback
 
-KS = (10, 20, 50, 100)
+KS = (10, 20, 50)
+LIST_LEN = max(KS)
+MAX_CASES = 20_000  # cases per section (a deterministic sample beyond that: +-0.3 points at 20K)
+STAGE_ONE_SPLITS = {"val": ("train",), "test": ("train", "val")}
 
 
-def _rank_rows(model: str, ranks: np.ndarray, ks=KS, section: str = "retrieval") -> list[dict]:
+def list_ranks(top: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """1-based rank of each target in its list (0 = absent)."""
+    hit = (top == target[:, None]) & (target[:, None] > 0)
+    return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
+
+
+def list_rows(model: str, section: str, top: np.ndarray, cases: Cases) -> list[dict]:
+    """Recall / MRR / NDCG @ KS and Purchase Rate@10 of top lists [N, >= 50] (item_idx)."""
+    ranks = list_ranks(top, cases.target_idx)
     rows = []
-    for k in ks:
+    for k in KS:
         rows += [{"model": model, "section": section, "metric": "recall", "k": k, "value": recall_at_k(ranks, k)},
                  {"model": model, "section": section, "metric": "mrr", "k": k, "value": mrr_at_k(ranks, k)},
                  {"model": model, "section": section, "metric": "ndcg", "k": k, "value": ndcg_at_k(ranks, k)}]
+    bought = (cases.target_action & TRANSACTION) > 0
+    value = recall_at_k(ranks[bought], 10) if bought.any() else float("nan")
+    rows.append({"model": model, "section": section, "metric": "purchase_rate", "k": 10, "value": value})
     return rows
 
 
-def _auc_rows(model: str, scores: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> list[dict]:
-    """AUC per action from per-action scores [N, C, 3] (or one score broadcast), and Purchase Rate@10."""
-    aucs = mean_action_auc(scores, labels, valid)
-    rows = [{"model": model, "section": "ranking", "metric": name, "k": None, "value": v} for name, v in aucs.items()]
-    purchase_scores = scores[..., 0]
-    rows.append({"model": model, "section": "ranking", "metric": "purchase_rate", "k": 10,
-                 "value": purchase_rate_at_k(np.where(valid, purchase_scores, -np.inf), labels, 10, valid)})
-    return rows
+def sample_cases(cases: Cases, limit: int, seed: int = 0) -> Cases:
+    """All cases, or a deterministic sample of `limit` of them (kept in order)."""
+    if len(cases) <= limit:
+        return cases
+    rows = np.sort(np.random.default_rng([seed, 17]).choice(len(cases), limit, replace=False))
+    return cases.take(rows)
 
 
-def _top_list_rows(model: str, top: np.ndarray, next_item: np.ndarray, purchased: np.ndarray) -> list[dict]:
-    """End-to-end metrics of top lists [N, >=20] of item_idx (0 = empty slot)."""
-    rows = []
-    hit_pos = np.where(top == next_item[:, None], np.arange(1, top.shape[1] + 1)[None, :], 0)
-    ranks = np.where(hit_pos.any(axis=1), hit_pos.max(axis=1), 0)
-    for k in (10, 20):
-        rows += [{"model": model, "section": "end_to_end", "metric": "recall", "k": k, "value": recall_at_k(ranks, k)},
-                 {"model": model, "section": "end_to_end", "metric": "mrr", "k": k, "value": mrr_at_k(ranks, k)}]
-    has_purchase = purchased.any(axis=1)
-    top10 = top[:, :10]
-    hit = (top10[:, :, None] == np.where(purchased, purchased, -1)[:, None, :]).any(axis=(1, 2))
-    value = float(hit[has_purchase].mean()) if has_purchase.any() else float("nan")
-    rows.append({"model": model, "section": "end_to_end", "metric": "purchase_rate", "k": 10, "value": value})
-    return rows
+def baseline_lists(tables: SequenceTables, cases: Cases, cooc, sessions, popularity: Popularity,
+                   valid: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
+    """Top-50 item_idx of every baseline for every case (restricted to the corpus)."""
+    h = cases.history.item
+    out: dict[str, list] = {"popularity": [], "s_pop": [], "item_knn": [], "session_knn": []}
+    spop = SessionPopularity(popularity.counts)
+    for start in range(0, len(cases), chunk):
+        part = h[start:start + chunk]
+        for name, scorer in (("popularity", popularity), ("s_pop", spop), ("item_knn", cooc)):
+            scores = np.where(valid[None, :], scorer.score(part), -np.inf)
+            out[name].append(np.argsort(-scores, axis=1, kind="stable")[:, :LIST_LEN])
+        out["session_knn"].append(np.where(valid[sessions.topk(part, LIST_LEN)], sessions.topk(part, LIST_LEN), 0))
+    return {k: np.concatenate(v) if v else np.zeros((0, LIST_LEN), np.int64) for k, v in out.items()}
 
 
-def _chunked_scores(model, histories: np.ndarray, valid: np.ndarray):
-    """score_fn(start, stop) for ranks_in_chunks over a baseline, restricted to the corpus."""
-    def fn(start: int, stop: int) -> np.ndarray:
-        return np.where(valid[None, :], model.score(histories[start:stop]), -np.inf)
-    return fn
-
-
-def _baseline_top(model, histories: np.ndarray, valid: np.ndarray, k: int, chunk: int = 512) -> np.ndarray:
-    out = []
-    for start in range(0, len(histories), chunk):
-        scores = np.where(valid[None, :], model.score(histories[start:start + chunk]), -np.inf)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out.append(np.where(np.take_along_axis(scores, order, axis=1) > -np.inf, order, 0))
-    return np.concatenate(out) if out else np.zeros((0, k), np.int64)
-
-
-def evaluate_all(warehouse_dir: str | Path, checkpoint_dir: str | Path, profile: str = "cpu", split: str = "test",
-                 seed: int = 0, max_rows: int | None = None) -> list[dict]:
-    """Every metric of both models and both baselines on `split` (rows as dicts)."""
-    prof = get_profile(profile)
-    tables = load_tables(warehouse_dir, prof)
-    arrays = tables.split(split)
-    n = len(arrays) if max_rows is None else min(len(arrays), max_rows)
-    rows_idx = np.arange(n)
-    valid_items = corpus_mask(tables)
-    hist_idx = arrays.history.item[:n]
-    ev = eval_arrays(tables, split)
-    next_item = ev.next_item_idx[:n]
-
-    popularity = Popularity.from_tables(tables)
-    knn = ItemKNN(tables.num_items).fit_tables(tables, "train")
-    retrieval_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "retrieval"))
-    ranking_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "ranking"))
-    retrieval = make_retrieval_model(prof.model)
-    ranking = make_ranking_model(prof.model)
-
+def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_params, split: str, *,
+                   action_weights=DEFAULT_ACTION_WEIGHTS, seed: int = 0, max_cases: int = MAX_CASES,
+                   serving: ServingConfig | None = None) -> list[dict]:
+    """Every next-event, window and ranking metric of one split (rows as dicts)."""
+    fit_splits = STAGE_ONE_SPLITS[split]
+    corpus = corpus_mask(tables)
+    cases = next_event_cases(tables, split)
+    if split == "val":  # the ranker trained on the other validation customers
+        cases = cases.take(np.flatnonzero(holdout_customers(cases.customer_idx, SELECTION_SHARE, seed)))
+    last = cases.take(np.flatnonzero(cases.is_last))
+    cases, last = sample_cases(cases, max_cases, seed), sample_cases(last, max_cases, seed)
+    cooc = fit_cooccurrence(tables, fit_splits)
+    sessions = fit_session_index(tables, fit_splits)
+    counts = np.zeros(tables.num_items + 1)
+    for s in fit_splits:
+        arrays = tables.split(s)
+        counts += np.bincount(arrays.window.item[arrays.window.item > 0], minlength=tables.num_items + 1)
+    popularity = Popularity(counts)
+    config = serving or ServingConfig(top_n=LIST_LEN, action_weights=tuple(action_weights))
+    config = ServingConfig(**{**config.__dict__, "top_n": LIST_LEN, "exclude_unavailable": False})
+    recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
+                              available=np.ones_like(corpus), config=config, sessions=sessions)
+    fallback = np.argsort(-np.where(corpus, counts, -1.0), kind="stable")[:LIST_LEN + config.max_bought]
+    corpus_idx = np.flatnonzero(corpus).astype(np.int32)
+    retriever = Retriever(make_retrieval_model(profile.model), retrieval_params, corpus_idx,
+                          Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
+                                tables.item_root[corpus_idx]), tables.num_items, k=LIST_LEN)
     results: list[dict] = []
-    # Retrieval: next item among the whole corpus.
-    results += _rank_rows("two_tower", retrieval_ranks(retrieval, retrieval_params, tables, split, rows_idx))
-    results += _rank_rows("popularity", ranks_in_chunks(_chunked_scores(popularity, hist_idx, valid_items), next_item))
-    results += _rank_rows("item_knn", ranks_in_chunks(_chunked_scores(knn, hist_idx, valid_items), next_item))
-
-    # Ranking: window positives + popularity negatives, the same rows for every scorer.
-    ev_rank = eval_arrays(tables, split, num_candidates=prof.model.num_candidates, seed=seed)
-    history = type(ev_rank.history)(*(x[:n] for x in ev_rank.history))
-    candidates = Items(*(x[:n] for x in ev_rank.candidates))
-    labels = ev_rank.labels[:n]
-    valid = candidates.item_id != 0
-    cand_idx = tables.item_idx_of(candidates.item_id)
-    results += _auc_rows("ranker", ranking_logits(ranking, ranking_params, history, candidates), labels, valid)
-    pop_scores = popularity.score(hist_idx[:1])[0][cand_idx].astype(np.float32)
-    results += _auc_rows("popularity", np.repeat(pop_scores[..., None], len(ACTION_NAMES), axis=-1), labels, valid)
-    knn_scores = np.concatenate([np.take_along_axis(knn.score(hist_idx[s:s + 512]), cand_idx[s:s + 512], axis=1)
-                                 for s in range(0, n, 512)]) if n else np.zeros((0, cand_idx.shape[1]))
-    results += _auc_rows("item_knn", np.repeat(knn_scores[..., None], len(ACTION_NAMES), axis=-1), labels, valid)
-
-    # End to end: retrieve 100 + recent, rank, top 20 (no business rules: pure quality).
-    purchased = np.where((arrays.candidate_label[:n] & TRANSACTION) > 0, arrays.candidate_item[:n], 0)
-    recommender = Recommender(prof, retrieval_params, ranking_params, item_ids=tables.item_ids,
-                              item_category=tables.item_category, item_root=tables.item_root,
-                              corpus=valid_items, available=np.ones_like(valid_items),
-                              config=ServingConfig(exclude_unavailable=False, exclude_bought=False, top_n=20))
-    recs = recommender.recommend(history, hist_idx, top_n=20)
-    # As served (recs/scoring.py): lists the models leave short, e.g. no usable history, are
-    # topped up with popularity; otherwise those rows would count as misses the customer never sees.
-    fallback = _baseline_top(popularity, np.zeros((1, 1), np.int32), valid_items, 40)[0]
-    served, _ = fill_from_fallback(recs.item_idx, fallback[fallback > 0].astype(np.int32),
-                                   np.zeros((n, 1), np.int32), 20)
-    results += _top_list_rows("two_tower+ranker", served, next_item, purchased)
-    results += _top_list_rows("popularity", _baseline_top(popularity, hist_idx, valid_items, 20), next_item, purchased)
-    results += _top_list_rows("item_knn", _baseline_top(knn, hist_idx, valid_items, 20), next_item, purchased)
+    for section, part in (("next_event", cases), ("next_event_last", last)):
+        if not len(part):
+            continue
+        history = history_batch(tables, part.history, part.visitorid, np.arange(len(part)))
+        bought = bought_in_history(part.history.item, part.history.action, config.max_bought)
+        shipped = recommender.recommend(history, part.history.item, part.history.action, bought, top_n=LIST_LEN)
+        served, _ = fill_from_fallback(shipped.item_idx, fallback.astype(np.int32), bought, LIST_LEN)
+        results += list_rows("shipped", section, served, part)
+        bare = recommender.recommend(history, part.history.item, part.history.action, None, top_n=LIST_LEN)
+        results += list_rows("ranker", section, bare.item_idx, part)
+        results += list_rows("two_tower", section, retriever(history).item_idx, part)
+        for name, top in baseline_lists(tables, part, cooc, sessions, popularity, corpus).items():
+            results += list_rows(name, section, top, part)
+    # The earlier window metric: each window's first step over the whole corpus.
+    arrays = tables.split(split)
+    rows = np.arange(min(len(arrays), max_cases))
+    if len(rows):
+        ranks = retrieval_ranks(make_retrieval_model(profile.model), retrieval_params, tables, split, rows)
+        for k in KS:
+            results.append({"model": "two_tower", "section": "window", "metric": "recall", "k": k,
+                            "value": recall_at_k(ranks, k)})
+    # Per-action AUC of the ranker over its candidates.
+    if len(cases):
+        ranking = make_ranking_model(profile.ranker)
+        rc = build_ranking_cases(tables, sample_cases(cases, min(max_cases, 5_000), seed), recommender.generator,
+                                 recommender.retriever, seed=seed)
+        _, logits, valid = ranking_outputs(ranking, ranking_params, tables, rc, action_weights)
+        results += [{"model": "ranker", "section": "ranking", "metric": k, "k": None, "value": v}
+                    for k, v in action_aucs(logits, rc, valid).items()]
+        for name, scores in (("item_knn", knn_scores(cooc, rc.history_idx, rc.item_idx)),
+                             ("popularity", counts[rc.item_idx].astype(np.float32))):
+            as_logits = np.repeat(scores[..., None], 3, axis=-1)  # one score for every action
+            results += [{"model": name, "section": "ranking", "metric": k, "k": None, "value": v}
+                        for k, v in action_aucs(as_logits, rc, valid).items()]
     for r in results:
         r["split"] = split
         r["value"] = float(r["value"])
     return results
 
 
-def metrics_markdown(rows: list[dict]) -> str:
+def evaluate_all(warehouse_dir: str | Path, checkpoint_dir: str | Path, profile: str = "cpu",
+                 splits: tuple[str, ...] = ("val", "test"), seed: int = 0, max_cases: int = MAX_CASES,
+                 action_weights=DEFAULT_ACTION_WEIGHTS) -> list[dict]:
+    """Every metric of the models and baselines on each split (rows as dicts)."""
+    prof = get_profile(profile)
+    tables = load_tables(warehouse_dir, prof)
+    retrieval_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "retrieval"))
+    ranking_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "ranking"))
+    rows: list[dict] = []
+    for split in splits:
+        rows += evaluate_split(tables, prof, retrieval_params, ranking_params, split, seed=seed,
+                               max_cases=max_cases, action_weights=action_weights)
+    return rows
+
+
+def metrics_markdown(rows: list[dict], split: str | None = "test") -> str:
     """The evaluation as a markdown table: one line per (section, metric, k), one column per model."""
+    rows = [r for r in rows if split is None or r.get("split") == split]
     models = list(dict.fromkeys(r["model"] for r in rows))
     keys = list(dict.fromkeys((r["section"], r["metric"], r["k"]) for r in rows))
     value = {(r["section"], r["metric"], r["k"], r["model"]): r["value"] for r in rows}
@@ -157,4 +190,3 @@ def metrics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_all", "metrics_markdown", "KS"]

@@ -26,6 +26,7 @@ from model.metrics import mrr_at_k, ndcg_at_k, recall_at_k, roc_auc
 from model.ranking import VIEW_HEAD, embedding_param_mask, make_ranking_model, transplant_embeddings
 from model.ranking_data import RankingBatchSource, RankingCases, build_ranking_cases, candidate_items
 from model.retrieval import Retriever, make_retrieval_model
+from model.session_knn import SessionKNN
 from model.serving import DEFAULT_ACTION_WEIGHTS, final_scores
 from model.train import TrainTask, load_best_params
 from model.transformer import weight_decay_mask
@@ -39,6 +40,15 @@ def fit_cooccurrence(tables: SequenceTables, splits: tuple[str, ...]) -> ItemKNN
     return ItemKNN(tables.num_items).fit_splits(tables, splits)
 
 
+def fit_session_index(tables: SequenceTables, splits: tuple[str, ...]) -> SessionKNN:
+    """The similar-sessions index: every window of `splits` is one past "session" (a customer's
+    up to M consecutive steps; on session data, mostly the session itself)."""
+    rows = [tables.split(s).window.item for s in splits if len(tables.split(s))]
+    width = max((r.shape[1] for r in rows), default=1)
+    seqs = np.concatenate([np.pad(r, ((0, 0), (width - r.shape[1], 0))) for r in rows]) if rows else np.zeros((0, 1))
+    return SessionKNN(tables.num_items).fit(seqs.astype(np.int64))
+
+
 def stage_one(tables: SequenceTables, profile: Profile, retrieval_params, corpus: np.ndarray,
               fit_splits: tuple[str, ...], config: CandidateConfig = CandidateConfig()
               ) -> tuple[Retriever, CandidateGenerator]:
@@ -49,8 +59,9 @@ def stage_one(tables: SequenceTables, profile: Profile, retrieval_params, corpus
     retriever = Retriever(retrieval, retrieval_params, corpus_idx, type(items)(*(x[0] for x in items)),
                           tables.num_items, k=config.retrieve_k)
     cooc = fit_cooccurrence(tables, fit_splits)
+    sessions = fit_session_index(tables, fit_splits) if config.session_k > 0 else None
     generator = CandidateGenerator(retriever.item_vectors, retriever.temperature, cooc, tables.item_popularity,
-                                   corpus, config)
+                                   corpus, config, sessions)
     return retriever, generator
 
 
@@ -115,7 +126,7 @@ def ranking_task(tables: SequenceTables, profile: Profile, selection: RankingCas
                  action_weights=DEFAULT_ACTION_WEIGHTS) -> tuple[TrainTask, object]:
     """TrainTask of the ranking model; optionally starting from (and freezing) retrieval tables."""
     tc = profile.ranking
-    model = make_ranking_model(profile.model)
+    model = make_ranking_model(profile.ranker)
     loss_weights = jnp.asarray(tc.action_weights, jnp.float32)
 
     def loss_fn(params, batch, rng):

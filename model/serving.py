@@ -2,8 +2,9 @@
 
 For a batch of customers:
 1. the retrieval model's top K over the whole corpus (exact dot products, on the device);
-2. candidates from three sources, with features (model.candidates): the customer's recent
-   items, co-occurrence neighbours of their last steps, the retrieved items;
+2. candidates from four sources, with features (model.candidates): the customer's recent
+   items, co-occurrence neighbours of their last steps, items of similar past sessions, the
+   retrieved items;
 3. the ranking model scores ALL candidates in one pass (candidate isolation: one pass equals one
    pass per candidate); final score = action_weights . (p_transaction, p_addtocart, p_view),
    where p_view is the softmax over the candidates of the next-event head and the other two are
@@ -39,6 +40,7 @@ class ServingConfig:
     retrieve_k: int = 100
     cooc_k: int = 100
     recent_k: int = 32  # distinct recent items offered as candidates
+    session_k: int = 50  # items of similar past sessions offered (with a session index)
     top_n: int = 20
     action_weights: tuple[float, float, float] = DEFAULT_ACTION_WEIGHTS
     exclude_unavailable: bool = True
@@ -48,7 +50,8 @@ class ServingConfig:
 
     @property
     def candidates(self) -> CandidateConfig:
-        return CandidateConfig(retrieve_k=self.retrieve_k, cooc_k=self.cooc_k, recent_k=self.recent_k)
+        return CandidateConfig(retrieve_k=self.retrieve_k, cooc_k=self.cooc_k, recent_k=self.recent_k,
+                               session_k=self.session_k)
 
 
 class Recommendations(NamedTuple):
@@ -116,7 +119,7 @@ class Recommender:
 
     def __init__(self, profile: Profile, retrieval_params, ranking_params, *, tables, cooc: ItemKNN,
                  corpus: np.ndarray, available: np.ndarray, config: ServingConfig = ServingConfig(),
-                 strategy: str = "model"):
+                 strategy: str = "model", sessions=None):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
         self.profile, self.config, self.strategy, self.tables, self.cooc = profile, config, strategy, tables, cooc
@@ -135,9 +138,9 @@ class Recommender:
                                        k=config.retrieve_k, chunk=config.batch_size)
             item_vectors, temperature = self.retriever.item_vectors, self.retriever.temperature
         self.generator = CandidateGenerator(item_vectors, temperature, cooc, tables.item_popularity, eligible,
-                                            config.candidates)
+                                            config.candidates, sessions)
         if strategy == "model":
-            ranking = make_ranking_model(profile.model)
+            ranking = make_ranking_model(profile.ranker)
             all_items = Items(tables.item_ids, tables.item_category, tables.item_root)
             token_fn = jax.jit(ranking.candidate_tokens)
             chunk = 16_384

@@ -293,6 +293,13 @@ class SessionKNN:
         return scores
 
     # ------------------------------------------------------------------------------- scores
+    def neighbourhood_scores(self, histories: np.ndarray, query_ts: np.ndarray | None = None) -> sp.csr_matrix:
+        """Sparse [n, I+1] neighbourhood scores (each row's best = 1, no popularity term), sorted
+        indices: the candidate source / feature form of `score`."""
+        out = self._knn_scores(np.asarray(histories), query_ts)
+        out.sort_indices()
+        return out
+
     def score(self, histories: np.ndarray, query_ts: np.ndarray | None = None, chunk_rows: int = 512) -> np.ndarray:
         """Dense float32 scores [n, I+1]: column 0 and items never seen in training -inf."""
         h = np.asarray(histories)

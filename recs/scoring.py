@@ -40,7 +40,7 @@ def load_serving_models(checkpoint_dir: str | Path):
             raise ValueError(f"{directory} was trained by another model version "
                              f"({meta.get('architecture_version')} != {ARCHITECTURE_VERSION}): retrain with `recs run`")
     profile = Profile.from_dict(ret_meta["profile"])
-    if Profile.from_dict(rank_meta["profile"]).model != profile.model:
+    if Profile.from_dict(rank_meta["profile"]).ranker != profile.ranker:
         raise ValueError(f"{ret_dir} and {rank_dir} were trained with different model configs: retrain both")
     version = f"retrieval:{ret_dir.name}@{ret_meta.get('step')}+ranking:{rank_dir.name}@{rank_meta.get('step')}"
     return profile, retrieval_params, ranking_params, version
