@@ -110,27 +110,29 @@ def baseline_lists(sessions: dict, query: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def product_lists(warehouse: Path, visitorids: np.ndarray) -> np.ndarray:
-    """[n, 20] item ids of latest_recommendations for each visitor (0 = none)."""
+def product_lists(warehouse: Path, visitorids: np.ndarray) -> tuple[np.ndarray, dict]:
+    """([n, 20] item ids of latest_recommendations for each visitor (0 = none), the run's
+    recommendation_runs row: strategy and validation figures of the publishing guard)."""
     import duckdb
 
     con = duckdb.connect(str(warehouse / "recs.duckdb"), read_only=True)
     try:
         rows = con.execute("SELECT customer_id, rank, item_id FROM latest_recommendations WHERE rank <= ?",
                            [K]).fetchnumpy()
+        run = con.execute("SELECT * FROM recommendation_runs ORDER BY published_at DESC LIMIT 1").fetchdf()
     finally:
         con.close()
     out = np.zeros((len(visitorids), K), np.int64)
     pos = np.searchsorted(visitorids, rows["customer_id"])
     ok = (pos < len(visitorids)) & (visitorids[np.minimum(pos, len(visitorids) - 1)] == rows["customer_id"])
     out[pos[ok], rows["rank"][ok] - 1] = rows["item_id"][ok]
-    return out
+    return out, run.iloc[0].to_dict()
 
 
 def model_alone_lists(warehouse: Path, checkpoints: Path, visitorids: np.ndarray) -> dict[str, np.ndarray]:
     """Top-20 of the two-tower model alone and of the ranker over its candidates (no rules)."""
     from model.data import serving_histories
-    from model.ranking_task import fit_cooccurrence
+    from model.ranking_task import fit_cooccurrence, fit_session_index
     from model.serving import Recommender, ServingConfig
     from recs.scoring import load_serving_models
     from model.tasks import corpus_mask, load_tables
@@ -138,7 +140,7 @@ def model_alone_lists(warehouse: Path, checkpoints: Path, visitorids: np.ndarray
     from model.batch import Items
 
     profile, retrieval_params, ranking_params, _ = load_serving_models(checkpoints)
-    tables = load_tables(warehouse, profile)
+    tables = load_tables(warehouse, profile, refit=True)
     chunks = list(serving_histories(tables, chunk_rows=1 << 18))
     visitor = np.concatenate([c.visitorid for c in chunks])
     pick = np.searchsorted(visitor, visitorids) if np.all(np.diff(visitor) > 0) else None
@@ -154,9 +156,11 @@ def model_alone_lists(warehouse: Path, checkpoints: Path, visitorids: np.ndarray
                           Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
                                 tables.item_root[corpus_idx]), tables.num_items, k=K)
     two_tower = tables.item_ids[retriever(history).item_idx]
-    cooc = fit_cooccurrence(tables, ("train", "val", "test"))
+    splits = ("train", "val", "test")
+    cooc, sessions = fit_cooccurrence(tables, splits), fit_session_index(tables, splits)
     recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
-                              available=np.ones_like(corpus), config=ServingConfig(exclude_bought=False))
+                              available=np.ones_like(corpus), config=ServingConfig(exclude_bought=False),
+                              sessions=sessions)
     ranked = recommender.recommend(history, history_idx, history.action, top_n=K)
     return {"two_tower alone": two_tower, "ranker over its candidates": tables.item_ids[ranked.item_idx]}
 
@@ -196,7 +200,8 @@ def main() -> None:
         order = np.argsort(sessions["visitorid"])
         pos = order[np.searchsorted(sessions["visitorid"][order], visitorids)]
     query = sessions["rows"][pos]
-    lists = {"product (latest_recommendations)": product_lists(warehouse, visitorids)}
+    published, run = product_lists(warehouse, visitorids)
+    lists = {"product (latest_recommendations)": published}
     lists.update(model_alone_lists(warehouse, checkpoints, visitorids))
     lists.update(baseline_lists(sessions, query))
     repeat = target == query[:, -1]
@@ -213,6 +218,9 @@ def main() -> None:
     print(f"Retail Rocket sessions, {len(target):,} held-out sessions (last event each), "
           f"{repeat.mean():.1%} repeat the previous event  {cpu_note()}")
     print(f"recs run --min-user-events 2: {run_wall:.0f} s wall")
+    print(f"published strategy: {run.get('strategy')}; validation R@20/MRR@20 {run.get('val_recall20')} / "
+          f"{run.get('val_mrr20')}; best baseline {run.get('baseline')} {run.get('baseline_val_recall20')} / "
+          f"{run.get('baseline_val_mrr20')}; warning: {run.get('guard_warning')}")
     print()
     print(format_table(["system", "Recall@20", "MRR@20", "non-repeat Recall@20"], rows))
     product = figures["product (latest_recommendations)"]

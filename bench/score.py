@@ -50,7 +50,8 @@ TOLERANCE = 1e-4
 
 def train_briefly(warehouse: Path, ckpt_dir: Path, steps: int, seed: int, retrain: bool) -> dict[str, float]:
     """Both models, cpu profile, `steps` each (an existing complete checkpoint of the same data is reused)."""
-    from model.tasks import train_ranking_model, train_retrieval_model
+    from model.ranking_task import train_ranking_model
+    from model.tasks import train_retrieval_model
 
     if retrain:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -59,7 +60,7 @@ def train_briefly(warehouse: Path, ckpt_dir: Path, steps: int, seed: int, retrai
         train_retrieval_model(warehouse, ckpt_dir, profile="cpu", steps=steps, seed=seed, progress=False)
     seconds["retrieval"] = t()
     with timer() as t:
-        train_ranking_model(warehouse, ckpt_dir, profile="cpu", steps=steps, seed=seed, init_from_retrieval=True,
+        train_ranking_model(warehouse, ckpt_dir, profile="cpu", steps=steps, seed=seed,
                             progress=False)
     seconds["ranking"] = t()
     return seconds
@@ -162,6 +163,7 @@ def isolated_pass(warehouse: Path, ckpt_dir: Path, batch_size: int, repeats: int
 
     from model.batch import History, Items
     from model.data import SequenceTables, serving_histories
+    from model.candidates import NUM_FEATURES
     from model.ranking import make_ranking_model
     from model.retrieval import make_retrieval_model
     from model.tasks import corpus_mask
@@ -170,7 +172,7 @@ def isolated_pass(warehouse: Path, ckpt_dir: Path, batch_size: int, repeats: int
 
     profile, retrieval_params, ranking_params, _ = load_serving_models(ckpt_dir)
     tables = SequenceTables.load(sequences_dir(warehouse), splits=(), history_len=profile.model.history_len)
-    retrieval, ranking = make_retrieval_model(profile.model), make_ranking_model(profile.model)
+    retrieval, ranking = make_retrieval_model(profile.model), make_ranking_model(profile.ranker)
     corpus = np.flatnonzero(corpus_mask(tables)).astype(np.int32)
     corpus_items = Items(tables.item_ids[corpus], tables.item_category[corpus], tables.item_root[corpus])
     corpus_vecs = jax.jit(retrieval.item_vectors)(retrieval_params, corpus_items)
@@ -191,12 +193,15 @@ def isolated_pass(warehouse: Path, ckpt_dir: Path, batch_size: int, repeats: int
         idx = corpus[np.asarray(top)]
         cands = Items(tables.item_ids[idx], tables.item_category[idx], tables.item_root[idx])
         tokens = token_fn(ranking_params, cands)
-        singles = [(Items(*(x[:, j:j + 1] for x in cands)), tokens[:, j:j + 1]) for j in range(NUM_CANDIDATES)]
-        one = logits_fn(ranking_params, history, cands, tokens).block_until_ready()  # compile [B, 100]
+        # Candidate features (model.candidates) do not change the cost of the pass: zeros here.
+        feats = jnp.zeros(idx.shape + (NUM_FEATURES,), jnp.float32)
+        singles = [(Items(*(x[:, j:j + 1] for x in cands)), feats[:, j:j + 1], tokens[:, j:j + 1])
+                   for j in range(NUM_CANDIDATES)]
+        one = logits_fn(ranking_params, history, cands, feats, tokens).block_until_ready()  # compile [B, 100]
         logits_fn(ranking_params, history, *singles[0]).block_until_ready()  # compile [B, 1]
         with timer() as t_one:
             for _ in range(repeats):
-                one = logits_fn(ranking_params, history, cands, tokens)
+                one = logits_fn(ranking_params, history, cands, feats, tokens)
             one.block_until_ready()
         with timer() as t_many:
             for _ in range(repeats):

@@ -4,7 +4,7 @@ On `small` generated data (bench/out/data_small_0, generated when missing; inges
 bench/out/warehouse_small_0 with the default build parameters), for each profile and each model
 (retrieval, ranking), built exactly as model/tasks.py's train_*_model build them:
   (a) loader: batches/s of `make_loader` (Grain, one prefetch thread) over the real
-      RetrievalTrainSource / RankingBatchSource (split_windows, hard negatives), N batches consumed
+      RetrievalTrainSource / ranking_data.RankingBatchSource (served candidates), N batches consumed
       after the first; beside it the bare `source[step]` rate without Grain;
   (b) step:   batches/s of the jit-compiled `make_train_step` on ONE pre-fetched batch already on the
       device (compile excluded, block_until_ready at the end);
@@ -57,16 +57,26 @@ class Figures:
 
 def make_source(tables, prof, model: str, seed: int):
     """The Grain source train_{model}_model builds (enough steps for any measurement)."""
-    from model.data import RankingBatchSource, RetrievalBatchSource, negative_sampler
+    from model.data import RetrievalBatchSource, negative_sampler
     from model.tasks import RetrievalTrainSource
 
     steps = 10**7  # rows(step) wraps epochs; the benchmark never reaches the end
+    batches = RetrievalBatchSource(tables, "train", prof.retrieval.batch_size, seed=seed, num_steps=steps)
+    retrieval_source = RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
     if model == "retrieval":
-        batches = RetrievalBatchSource(tables, "train", prof.retrieval.batch_size, seed=seed, num_steps=steps)
-        return RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
-    # Same settings as model.tasks.train_ranking_model.
-    return RankingBatchSource(tables, "train", prof.ranking.batch_size, num_candidates=prof.model.num_candidates,
-                              seed=seed, num_steps=steps, split_windows=True, same_category=0.5)
+        return retrieval_source
+    # As model.ranking_task.train_ranking_model: the validation period's served candidates, stage
+    # one from a retrieval model (untrained here: speed, not quality, is measured).
+    import jax
+
+    from model.ranking_data import RankingBatchSource
+    from model.ranking_task import ranking_training_data
+    from model.tasks import corpus_mask, retrieval_task
+
+    task, _ = retrieval_task(tables, prof, validation_split=None, seed=seed)
+    retrieval_params = task.init_fn(jax.random.PRNGKey(seed), retrieval_source[0])
+    cases, _ = ranking_training_data(tables, prof, retrieval_params, corpus_mask(tables), seed=seed, progress=False)
+    return RankingBatchSource(tables, cases, min(prof.ranking.batch_size, len(cases)), seed=seed, num_steps=steps)
 
 
 def loader_rate(source, n: int, prefetch: int) -> float:
@@ -95,11 +105,14 @@ def train_setup(tables, prof, model: str, seed: int, sample):
     import jax
     import jax.numpy as jnp
 
-    from model.tasks import optim_config, ranking_task, retrieval_task
+    from model.ranking_task import ranking_task
+    from model.tasks import optim_config, retrieval_task
     from model.train import TrainState, make_optimizer, make_train_step
 
-    make_task = retrieval_task if model == "retrieval" else ranking_task
-    task, _ = make_task(tables, prof, validation_split=None, seed=seed)
+    if model == "retrieval":
+        task, _ = retrieval_task(tables, prof, validation_split=None, seed=seed)
+    else:
+        task, _ = ranking_task(tables, prof, None, seed=seed)
     cfg = optim_config(prof, model, None, seed)
     params = task.init_fn(jax.random.PRNGKey(seed), sample)
     mask = task.trainable(params) if task.trainable else None

@@ -1,8 +1,9 @@
 """Prefect flow `retrain`: rebuild, retrain, evaluate, refit and rescore (the weekly job).
 
-[ingest data_dir, if given] -> build sequences -> train retrieval -> train ranking (from
-retrieval's tables) -> evaluate on the test split -> refit both on all data for the number of
-steps validation selected -> score every customer. Each stage is its own flow (a subflow here),
+[ingest data_dir, if given] -> build sequences -> train retrieval (train period) -> train the
+ranker on the validation period's candidates (stacked) -> evaluate on val and test -> refit
+retrieval on all data for the number of steps validation selected -> score every customer
+(the publishing guard picks the strategy from the validation figures). Each stage is its own flow (a subflow here),
 so the Prefect UI shows where time went and a failed stage can be re-run alone. `recs_run`
 (flows/run.py) is this flow after generating the default data.
 """
@@ -27,12 +28,13 @@ def selected_steps(summary: dict) -> int:
 @flow(name="retrain")
 def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
             profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20,
-            seed: int = 0, refit: bool = True, steps: int | None = None) -> dict:
+            seed: int = 0, refit: bool = True, steps: int | None = None, keep_model: bool = False) -> dict:
     """Every stage after the data lands; returns each stage's summary.
 
     data_dir: re-ingest these CSVs first (None: use the warehouse's current events).
     refit: also train serving models on all data (scoring prefers them when present).
     steps: override both models' number of training steps (None: the profile's).
+    keep_model: publish the model even when a baseline beats it on validation (see recs/guard.py).
     """
     logger = get_run_logger()
     ingested = None
@@ -42,20 +44,20 @@ def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", check
                             min_item_events=min_item_events)
     retrieval = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
                                 steps=steps, seed=seed)
+    # The ranker is stacked on the validation period (it has no refit) and has its own, smaller
+    # embedding tables: it does not start from retrieval's.
     ranking = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
-                            steps=steps, seed=seed, init_from_retrieval=True)
-    evaluation = evaluate(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed)
+                            steps=steps, seed=seed)
+    evaluation = evaluate(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile, seed=seed,
+                          splits=["val", "test"])
     refits = {}
     if refit:
         refits["retrieval"] = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir,
                                               profile=profile, seed=seed, refit=True,
                                               steps=selected_steps(retrieval))
-        refits["ranking"] = train_ranking(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
-                                          seed=seed, refit=True, init_from_retrieval=True,
-                                          steps=selected_steps(ranking))
     else:
         logger.info("refit=False: scoring uses the models selected on validation")
-    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n)
+    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n, keep_model=keep_model)
     return {"ingest": ingested, "build": built, "retrieval": retrieval, "ranking": ranking,
             "evaluation": {k: v for k, v in evaluation.items() if k != "rows"}, "refit": refits,
             "scoring": scoring}

@@ -16,7 +16,7 @@ from flows.train_retrieval import report_training
 def fit_ranking(warehouse_dir: str, checkpoint_dir: str, profile: str, steps: int | None, seed: int, refit: bool,
                 init_from_retrieval: bool, freeze_embeddings: bool) -> dict:
     """Train or resume; a retry continues from the latest checkpoint, not from scratch."""
-    from model.tasks import train_ranking_model
+    from model.ranking_task import train_ranking_model
 
     return train_ranking_model(warehouse_dir, checkpoint_dir, profile=profile, steps=steps, seed=seed, refit=refit,
                                init_from_retrieval=init_from_retrieval, freeze_embeddings=freeze_embeddings)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from model.batch import TRANSACTION, ADDTOCART, History, Items, RankingBatch, RetrievalBatch
+from model.batch import History, Items, RetrievalBatch
 
 DEFAULT_HISTORY_LEN = 64
 SPLITS = ("train", "val", "test")
@@ -355,138 +355,6 @@ def _draw(cdf: np.ndarray, rng: np.random.Generator, size: Any) -> np.ndarray:
     return np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right").astype(np.int32)
 
 
-def _pad_columns(a: np.ndarray, width: int) -> np.ndarray:
-    """Right-pad [B, X] with zero columns to at least `width` columns."""
-    return np.pad(a, ((0, 0), (0, max(width - a.shape[1], 0))))
-
-
-def _select_positives(split: SplitArrays, rows: np.ndarray, max_pos: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Up to `max_pos` of each row's window candidates: transactions first, then carts, then random.
-
-    Returns item_idx, category, root, label arrays [B, max_pos], real positives first, then 0s.
-    """
-    item, category, root, label = (
-        _pad_columns(a[rows].astype(np.int32), max_pos)
-        for a in (split.candidate_item, split.candidate_category, split.candidate_root, split.candidate_label))
-    strength = 2.0 * ((label & TRANSACTION) > 0) + 1.0 * ((label & ADDTOCART) > 0)
-    priority = np.where(item > 0, strength + rng.random(item.shape), -np.inf)
-    order = np.argsort(-priority, axis=1, kind="stable")[:, :max_pos]
-    # Padding columns hold zeros in every field, so the picked padding slots are all-zero.
-    return tuple(np.take_along_axis(a, order, axis=1) for a in (item, category, root, label))
-
-
-def _draw_same_category(tables: SequenceTables, categories: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A uniform item_idx of each given (latest) category; 0 where the category has no items."""
-    cache = tables.__dict__.get("_category_index")
-    if cache is None:
-        cats = tables.item_category.copy()
-        cats[0] = -1  # padding never drawn
-        order = np.argsort(cats, kind="stable").astype(np.int32)
-        cache = (order, cats[order])
-        tables.__dict__["_category_index"] = cache
-    order, sorted_cats = cache
-    lo = np.searchsorted(sorted_cats, categories, side="left")
-    hi = np.searchsorted(sorted_cats, categories, side="right")
-    pick = lo + (rng.random(categories.shape) * (hi - lo)).astype(np.int64)
-    return np.where((hi > lo) & (categories > 0), order[np.minimum(pick, len(order) - 1)], 0)
-
-
-def ranking_candidates(tables: SequenceTables, split: SplitArrays, rows: np.ndarray, num_candidates: int,
-                       rng: np.random.Generator, cdf: np.ndarray, max_rounds: int = 32,
-                       same_category: float = 0.0) -> tuple[np.ndarray, Items, np.ndarray]:
-    """C candidate slots per row: <= C // 2 window positives + negatives, shuffled.
-
-    Negatives are popularity-sampled; with `same_category` > 0 that share of negative slots is
-    instead drawn uniformly from the category of one of the row's positives (hard negatives).
-
-    Negatives are never one of the row's window candidates nor repeated within the row;
-    slots that cannot be filled after `max_rounds` redraws (tiny vocabularies) stay padding.
-    Returns (item_idx [B, C], Items with original ids, labels int32 [B, C]).
-    """
-    b, c = len(rows), num_candidates
-    pos_item, pos_cat, pos_root, pos_label = _select_positives(split, rows, c // 2, rng)
-    n_pos = (pos_item > 0).sum(axis=1)
-    slot = np.arange(c)[None, :]
-    is_neg_slot = slot >= n_pos[:, None]
-    all_pos = split.candidate_item[rows]
-    neg = np.where(is_neg_slot, _draw(cdf, rng, (b, c)), 0)
-    if same_category > 0:
-        # Hard negatives: items of a positive's category, the kind of look-alike that retrieval
-        # puts in front of the ranker at serving time (popularity negatives alone are too easy).
-        donor = np.take_along_axis(pos_cat, (rng.random(b) * np.maximum(n_pos, 1)).astype(np.int64)[:, None], axis=1)
-        hard = _draw_same_category(tables, np.broadcast_to(donor, (b, c)), rng)
-        use_hard = is_neg_slot & (hard > 0) & (rng.random((b, c)) < same_category)
-        neg = np.where(use_hard, hard, neg)
-    earlier = np.tril(np.ones((c, c), bool), k=-1)  # earlier[i, j]: slot j comes before slot i
-    for _ in range(max_rounds + 1):
-        clash = (neg[:, :, None] == all_pos[:, None, :]).any(axis=2)
-        clash |= ((neg[:, :, None] == neg[:, None, :]) & earlier[None]).any(axis=2)
-        clash &= is_neg_slot & (neg > 0)
-        if not clash.any():
-            break
-        neg[clash] = _draw(cdf, rng, int(clash.sum()))
-    else:
-        neg[clash] = 0
-    item = np.where(is_neg_slot, neg, _pad_columns(pos_item, c))
-    # Negatives take the item's latest category; positives keep the one as of the window.
-    category = np.where(is_neg_slot, tables.item_category[neg], _pad_columns(pos_cat, c))
-    root = np.where(is_neg_slot, tables.item_root[neg], _pad_columns(pos_root, c))
-    labels = np.where(is_neg_slot, 0, _pad_columns(pos_label, c))
-    perm = np.argsort(rng.random((b, c)), axis=1)
-    item, category, root, labels = (np.take_along_axis(a, perm, axis=1) for a in (item, category, root, labels))
-    category, root = np.where(item > 0, category, 0), np.where(item > 0, root, 0)
-    items = Items(item_id=tables.item_ids[item], category_id=category.astype(np.int32), root_id=root.astype(np.int32))
-    return item, items, labels.astype(np.int32)
-
-
-class _CandidateView(NamedTuple):
-    """Just the candidate arrays `ranking_candidates` reads from a split (rows = arange(B))."""
-
-    candidate_item: np.ndarray
-    candidate_category: np.ndarray
-    candidate_root: np.ndarray
-    candidate_label: np.ndarray
-
-
-def split_window(split: SplitArrays, rows: np.ndarray, rng: np.random.Generator,
-                 history_len: int) -> tuple[StepArrays, _CandidateView]:
-    """Move a random prefix of each window into the history; the rest become the candidates.
-
-    Windows are cut every M steps, so most customers' first window has no history at all; a
-    ranking model trained only on "history -> whole window" would rarely see a history. Drawing
-    s in [0, w) per row and using `history ++ window[:s]` (last H steps) against the distinct items
-    of `window[s:]` (labels OR-ed, category/root of the first occurrence) trains the ranker at every
-    causal position, the same way retrieval is trained. Nothing after the candidates leaks in.
-    """
-    seq, w = _concat_steps(split, rows)
-    b, total = seq["item"].shape
-    m = split.window.item.shape[1]
-    s = (rng.random(b) * w).astype(np.int64)  # prefix length moved into the history, in [0, w)
-    end = total - (w - s)  # history ends (exclusive) here; end - history_len >= 0 since total = H + M
-    hist_cols = end[:, None] - history_len + np.arange(history_len)[None, :]
-    hist_valid = hist_cols >= 0
-    hist_cols = np.clip(hist_cols, 0, total - 1)
-    hist = {f: np.where(hist_valid, np.take_along_axis(seq[f], hist_cols, axis=1), 0) for f in STEP_FIELDS}
-    length = (hist["item"] > 0).sum(axis=1).astype(np.int32)
-    history = StepArrays(hist["item"], hist["category"], hist["root"], hist["action"].astype(np.int8), length)
-    # The remaining window steps sit in the last M columns, valid from column `end` on.
-    cols = total - m + np.arange(m)
-    rest = {f: seq[f][:, total - m:] for f in STEP_FIELDS}
-    valid = cols[None, :] >= end[:, None]
-    item = np.where(valid, rest["item"], 0)
-    same = (item[:, :, None] == item[:, None, :]) & valid[:, :, None] & valid[:, None, :]
-    earlier = np.tril(np.ones((m, m), bool), k=-1)
-    first = valid & ~(same & earlier[None]).any(axis=2)
-    label = np.bitwise_or.reduce(np.where(same, rest["action"][:, None, :], 0), axis=2)
-    order = np.argsort(~first, axis=1, kind="stable")  # first occurrences, in time order, then the rest
-    keep = np.take_along_axis(first, order, axis=1)
-    pick = lambda a: np.where(keep, np.take_along_axis(a, order, axis=1), 0)  # noqa: E731
-    view = _CandidateView(pick(item).astype(np.int32), pick(rest["category"]).astype(np.int32),
-                          pick(rest["root"]).astype(np.int32), pick(label).astype(np.int8))
-    return history, view
-
-
 # --------------------------------------------------------------------------------------------
 # Batch sources (Grain random-access sources whose records are whole batches)
 # --------------------------------------------------------------------------------------------
@@ -583,35 +451,6 @@ class RetrievalBatchSource(_EpochBatchSource):
         return retrieval_batch(self.tables, self.split, rows, width)
 
 
-class RankingBatchSource(_EpochBatchSource):
-    """`source[step] -> RankingBatch`: history [B, H], C shuffled candidate slots, bitmask labels."""
-
-    def __init__(self, tables: SequenceTables, split: str, batch_size: int, *, num_candidates: int = 16,
-                 seed: int = 0, num_epochs: int | None = 1, num_steps: int | None = None,
-                 exponent: float = POPULARITY_EXPONENT, split_windows: bool = False, same_category: float = 0.0):
-        super().__init__(tables, split, batch_size, seed=seed, num_epochs=num_epochs, num_steps=num_steps)
-        self.num_candidates = num_candidates
-        self.split_windows = split_windows  # train at every causal position (see split_window)
-        self.same_category = same_category  # share of hard (same-category) negatives
-        self.cdf = np.cumsum(sampling_probabilities(tables, exponent))
-
-    def __getitem__(self, step: int) -> RankingBatch:
-        rows = self.rows(step)
-        split = self.split
-        rng = self._step_rng(step)
-        if self.split_windows:
-            history, view = split_window(split, rows, rng, split.history.item.shape[1])
-            local = np.arange(len(rows))
-            _, candidates, labels = ranking_candidates(self.tables, view, local, self.num_candidates, rng, self.cdf,
-                                                       same_category=self.same_category)
-            return RankingBatch(history=history_batch(self.tables, history, split.visitorid[rows], local),
-                                candidates=candidates, labels=labels)
-        _, candidates, labels = ranking_candidates(self.tables, split, rows, self.num_candidates, rng, self.cdf,
-                                                   same_category=self.same_category)
-        return RankingBatch(history=history_batch(self.tables, split.history, split.visitorid, rows),
-                            candidates=candidates, labels=labels)
-
-
 class NegativeSampler:
     """Popularity-sampled retrieval negatives (n_train_events ** 0.75), deterministic per step.
 
@@ -704,27 +543,18 @@ class EvalArrays(NamedTuple):
     labels: np.ndarray  # int32 [N, C] bitmask
 
 
-def eval_arrays(tables: SequenceTables, split: str, *, num_candidates: int | None = None, seed: int = 0) -> EvalArrays:
-    """History, next item and candidates of every row of `split`.
-
-    num_candidates None: the window's own candidates (all positives, left-padded [N, C_max]).
-    An int: the ranking layout (<= C // 2 positives + popularity negatives, shuffled),
-    deterministic from `seed`. Dense item_idx views for baselines: `tables.split(split)`.
-    """
+def eval_arrays(tables: SequenceTables, split: str) -> EvalArrays:
+    """History, next item and the window's own candidates (all positives, left-padded
+    [N, C_max]) of every row of `split`. Dense item_idx views for baselines: `tables.split(split)`."""
     arrays = tables.split(split)
     rows = np.arange(len(arrays))
     win = arrays.window
     next_item = win.item[rows, win.item.shape[1] - np.maximum(win.length, 1)] * (win.length > 0)
     history = history_batch(tables, arrays.history, arrays.visitorid, rows)
-    if num_candidates is None:
-        candidates = Items(item_id=tables.item_ids[arrays.candidate_item],
-                           category_id=arrays.candidate_category.astype(np.int32),
-                           root_id=arrays.candidate_root.astype(np.int32))
-        labels = arrays.candidate_label.astype(np.int32)
-    else:
-        cdf = np.cumsum(sampling_probabilities(tables))
-        _, candidates, labels = ranking_candidates(tables, arrays, rows, num_candidates,
-                                                   np.random.default_rng([seed, 3]), cdf)
+    candidates = Items(item_id=tables.item_ids[arrays.candidate_item],
+                       category_id=arrays.candidate_category.astype(np.int32),
+                       root_id=arrays.candidate_root.astype(np.int32))
+    labels = arrays.candidate_label.astype(np.int32)
     return EvalArrays(history, next_item.astype(np.int32), candidates, labels)
 
 

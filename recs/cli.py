@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse(p)
     _add_checkpoints(p)
     p.add_argument("--top-n", type=int, default=20)
+    p.add_argument("--keep-model", action="store_true",
+                   help="publish the model's lists even when a baseline beats it on validation (the run records the warning)")
 
     p = sub.add_parser("run", help="the whole pipeline, end to end, as one Prefect flow",
                        description="ingest, build, train retrieval, train ranking, evaluate, refit, score. Without --data, generates the embedded default (small) first.")
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["tiny", "cpu", "gpu"], default="cpu")
     _add_filters(p)
     p.add_argument("--top-n", type=int, default=20)
+    p.add_argument("--keep-model", action="store_true",
+                   help="publish the model's lists even when a baseline beats it on validation (the run records the warning)")
 
     p = sub.add_parser("recommend", help="one customer's recent history and recommendations")
     p.add_argument("--customer-id", type=int, required=True, help="original visitorid")
@@ -181,8 +185,8 @@ def validate_args(args: argparse.Namespace) -> None:
         _require_positive("--steps", args.steps)
         if cmd == "train-ranking" and args.freeze_embeddings and not args.init_from_retrieval:
             raise ValueError("--freeze-embeddings needs --init-from-retrieval (frozen random tables learn nothing)")
-        if cmd == "train-ranking" and args.init_from_retrieval:
-            _require_checkpoint(args.checkpoints, "retrieval", ("retrieval_serving",) if args.refit else ("retrieval",))
+        if cmd == "train-ranking":  # stacked on the retrieval model selected on validation
+            _require_checkpoint(args.checkpoints, "retrieval", ("retrieval",))
     elif cmd == "evaluate":
         _require_sequences(args.warehouse)
         for model in ("retrieval", "ranking"):
@@ -263,17 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         elif cmd == "evaluate":
             from flows.evaluate import evaluate
 
-            _print_result(evaluate(warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints, profile=args.profile))
+            _print_result(evaluate(warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints, profile=args.profile,
+                                    splits=["val", "test"]))
         elif cmd == "score":
             from flows.score_all import score_all
 
-            _print_result(score_all(warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints, top_n=args.top_n))
+            _print_result(score_all(warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints, top_n=args.top_n,
+                                    keep_model=args.keep_model))
         elif cmd == "run":
             from flows.run import run
 
             run(data_dir=args.data, warehouse_dir=args.warehouse, checkpoint_dir=args.checkpoints,
                 profile=args.profile, min_user_events=args.min_user_events,
-                min_item_events=args.min_item_events, top_n=args.top_n)
+                min_item_events=args.min_item_events, top_n=args.top_n, keep_model=args.keep_model)
         elif cmd == "recommend":
             from recs.recommend import recommend_for_customer, format_recommendation
 

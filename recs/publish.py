@@ -79,10 +79,16 @@ def connect_with_retry(warehouse_dir: str | Path, read_only: bool = False, timeo
             time.sleep(poll_s)
 
 
+GUARD_COLUMNS = {"strategy": "VARCHAR", "val_recall20": "DOUBLE", "val_mrr20": "DOUBLE", "baseline": "VARCHAR",
+                 "baseline_val_recall20": "DOUBLE", "baseline_val_mrr20": "DOUBLE", "guard_warning": "VARCHAR"}
+
+
 def ensure_recommendation_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the output tables and the `latest_recommendations` view if missing."""
     run_sql(con, "marts/recommendations")
     run_sql(con, "marts/recommendation_runs")
+    for name, sql_type in GUARD_COLUMNS.items():  # warehouses made before the guard existed
+        con.execute(f"ALTER TABLE recommendation_runs ADD COLUMN IF NOT EXISTS {name} {sql_type}")
     con.execute((Path(__file__).resolve().parents[1] / "sql" / "marts" / "latest_recommendations.sql").read_text())
 
 
@@ -107,6 +113,7 @@ def publish_run(warehouse_dir: str | Path, run_id: str, summary: dict, keep_runs
         "share_fallback": float(summary.get("share_fallback", 0.0)),
         "duration_s": float(summary.get("duration_s", 0.0)),
         "top_n": int(summary.get("top_n", 0)),
+        **{name: summary.get(name) for name in GUARD_COLUMNS},
     }
     con = connect_with_retry(warehouse_dir)
     try:
@@ -120,8 +127,8 @@ def publish_run(warehouse_dir: str | Path, run_id: str, summary: dict, keep_runs
                         [[str(f) for f in files]])
             row["n_rows"] = con.execute("SELECT count(*) FROM recommendations WHERE run_id = ?", [run_id]).fetchone()[0]
             con.execute(
-                "INSERT INTO recommendation_runs VALUES ($run_id, now()::TIMESTAMP, $generated_at, $model_version,"
-                " $n_customers, $n_rows, $share_fallback, $duration_s, $top_n)", row)
+                f"INSERT INTO recommendation_runs BY NAME SELECT now()::TIMESTAMP AS published_at, "
+                f"{', '.join(f'${k} AS {k}' for k in row)}", row)
             stale = [r[0] for r in con.execute(
                 "SELECT run_id FROM recommendation_runs ORDER BY published_at DESC, run_id DESC OFFSET ?",
                 [keep_runs]).fetchall()]

@@ -109,7 +109,11 @@ def live_recommendations(warehouse_dir: str | Path, checkpoint_dir: str | Path, 
         if not ((ckpt / "best").exists() or (ckpt / "latest").exists()):
             raise FileNotFoundError(f"customer {customer_id} has no published recommendations and there is no {model} "
                                     f"checkpoint under {Path(checkpoint_dir)} to compute them: run `recs run` first")
-    scorer = load_scorer(warehouse_dir, checkpoint_dir, top_n=top_n)
+    from recs.guard import decide, validation_figures
+
+    # The strategy tonight's run would publish (the publishing guard), so live = published.
+    strategy = decide(validation_figures(warehouse_dir)).strategy
+    scorer = load_scorer(warehouse_dir, checkpoint_dir, top_n=top_n, strategy=strategy)
     generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
     table, _ = scorer.score_chunk(serving_chunk(scorer.tables, customer_id), run_id="live", generated_at=generated_at)
     rows = table.to_pylist()

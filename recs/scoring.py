@@ -27,12 +27,18 @@ DAY_MS = 86_400_000
 
 
 def load_serving_models(checkpoint_dir: str | Path):
-    """(profile, retrieval params, ranking params, model_version) of the checkpoints scoring uses."""
+    """(profile, retrieval params, ranking params, model_version) of the checkpoints scoring uses.
+
+    Retrieval: its refit on all data when present (model.tasks.serving_checkpoint); ranking: the
+    stacked ranker selected on validation (it has no refit)."""
     from model.config import ARCHITECTURE_VERSION, Profile
-    from model.tasks import serving_checkpoint
+    from model.tasks import checkpoint_path, serving_checkpoint
     from model.train import load_best_params
 
-    ret_dir, rank_dir = serving_checkpoint(checkpoint_dir, "retrieval"), serving_checkpoint(checkpoint_dir, "ranking")
+    ret_dir, rank_dir = serving_checkpoint(checkpoint_dir, "retrieval"), checkpoint_path(checkpoint_dir, "ranking")
+    for directory in (ret_dir, rank_dir):
+        if not any(directory.glob("best/*")):
+            raise FileNotFoundError(f"no trained model in {directory}: run `recs run` or `recs retrain` first")
     retrieval_params, ret_meta = load_best_params(ret_dir)
     ranking_params, rank_meta = load_best_params(rank_dir)
     for directory, meta in ((ret_dir, ret_meta), (rank_dir, rank_meta)):
@@ -104,18 +110,27 @@ def fill_from_fallback(chosen: np.ndarray, fallback: np.ndarray, excluded: np.nd
     return filled, from_fb
 
 
+def source_labels(strategy: str) -> np.ndarray:
+    """object [17]: `source` value per candidate-source bitmask (0 = empty slot); index 16 =
+    popularity fallback. Lists ranked by the item-kNN strategy say so instead."""
+    from model.candidates import source_name
+
+    names = [""] + [source_name(flags) if strategy == "model" else strategy for flags in range(1, 16)]
+    return np.array([*names, "popularity"], dtype=object)
+
+
 @dataclass
 class Scorer:
     """Everything a scoring run holds in memory: sequence tables, both models behind the rules,
     the warehouse inputs and the ranked popularity fallback."""
 
-    tables: Any  # model.data.SequenceTables (items and customers; no splits)
+    tables: Any  # model.data.SequenceTables (items, customers and every split)
     recommender: Any  # model.serving.Recommender
     config: Any  # model.serving.ServingConfig
     inputs: dict  # warehouse_inputs(): available, bought, trending
     fallback: np.ndarray  # int32 ranked item_idx the lists are topped up from
     model_version: str
-    source_names: np.ndarray  # object [S]: source code -> name ("" = empty slot, last = popularity)
+    source_names: np.ndarray  # object [17]: source_labels()
 
     def score_chunk(self, chunk, run_id: str, generated_at: datetime) -> tuple[pa.Table, int]:
         """Recommendation rows of one `ServingChunk` (RECOMMENDATION_SCHEMA columns) and the
@@ -126,10 +141,11 @@ class Scorer:
         n = len(chunk.customer_idx)
         bought = (bought_matrix(chunk.customer_idx, self.inputs["bought"], config.max_bought) if config.exclude_bought
                   else np.zeros((n, 1), np.int32))
-        recs = self.recommender.recommend(chunk.history, chunk.history_item_idx, bought, top_n=top_n)
+        recs = self.recommender.recommend(chunk.history, chunk.history_item_idx, chunk.history.action, bought,
+                                          top_n=top_n)
         items, from_fb = fill_from_fallback(recs.item_idx, self.fallback, bought, top_n)
         has_history = (chunk.history_item_idx > 0).any(axis=1)
-        source = np.where(from_fb, len(self.source_names) - 1, recs.source.astype(np.int64))
+        source = np.where(from_fb, len(self.source_names) - 1, recs.source.astype(np.int64) & 15)
         valid = items > 0
         rows, slots = np.nonzero(valid)
         probs = np.where(from_fb[..., None], np.nan, recs.probs)
@@ -151,53 +167,63 @@ class Scorer:
 
 
 def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
-                top_n: int = 20, action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0),
-                retrieve_k: int = 100, recent_k: int = 16, exclude_unavailable: bool = True,
-                exclude_bought: bool = True, trending_days: float = 7.0, batch_size: int = 256) -> Scorer:
-    """Load the serving checkpoints, the sequence tables and the warehouse inputs (read-only)."""
-    from model.data import SequenceTables
-    from model.serving import SOURCE_NAMES, Recommender, ServingConfig
-    from model.tasks import corpus_mask
+                top_n: int = 20, action_weights: tuple[float, float, float] | None = None,
+                retrieve_k: int = 100, recent_k: int = 32, cooc_k: int = 100, session_k: int = 50,
+                exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
+                batch_size: int = 256, strategy: str = "model") -> Scorer:
+    """Load the serving checkpoints, the sequence tables and the warehouse inputs (read-only);
+    the co-occurrence and similar-session indexes are fitted on every split (all history)."""
+    from model.data import SPLITS
+    from model.ranking_task import fit_cooccurrence, fit_session_index
+    from model.serving import DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig
+    from model.tasks import corpus_mask, load_tables
 
     if top_n < 1:
         raise ValueError("top_n must be >= 1")
     profile, retrieval_params, ranking_params, model_version = load_serving_models(checkpoint_dir)
-    tables = SequenceTables.load(sequences_dir(warehouse_dir), splits=(), history_len=profile.model.history_len)
+    tables = load_tables(warehouse_dir, profile, refit=True)
     inputs = warehouse_inputs(warehouse_dir, tables, trending_days)
-    config = ServingConfig(retrieve_k=retrieve_k, recent_k=recent_k, top_n=top_n, action_weights=tuple(action_weights),
+    config = ServingConfig(retrieve_k=retrieve_k, recent_k=recent_k, cooc_k=cooc_k, session_k=session_k, top_n=top_n,
+                           action_weights=tuple(action_weights or DEFAULT_ACTION_WEIGHTS),
                            exclude_unavailable=exclude_unavailable, exclude_bought=exclude_bought,
                            batch_size=batch_size)
     corpus = corpus_mask(tables)
-    recommender = Recommender(profile, retrieval_params, ranking_params, item_ids=tables.item_ids,
-                              item_category=tables.item_category, item_root=tables.item_root, corpus=corpus,
-                              available=inputs["available"], config=config)
+    cooc = fit_cooccurrence(tables, SPLITS)
+    sessions = fit_session_index(tables, SPLITS) if session_k > 0 else None
+    recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
+                              available=inputs["available"], config=config, strategy=strategy, sessions=sessions)
     eligible = corpus & (inputs["available"] if exclude_unavailable else True)
     fallback = inputs["trending"][eligible[inputs["trending"]]]
     if len(fallback) < top_n:  # a quiet last week: top up with all-time popularity
         extra = np.argsort(-tables.item_popularity, kind="stable")
         fallback = np.concatenate([fallback, extra[eligible[extra] & ~np.isin(extra, fallback)]])
     fallback = fallback[: max(top_n * 4, top_n + config.max_bought)].astype(np.int32)
-    source_names = np.array(["", *[SOURCE_NAMES[k] for k in sorted(SOURCE_NAMES)], "popularity"], dtype=object)
-    return Scorer(tables, recommender, config, inputs, fallback, model_version, source_names)
+    if strategy != "model":
+        model_version = f"{strategy} (guard; models {model_version})"
+    return Scorer(tables, recommender, config, inputs, fallback, model_version, source_labels(strategy))
 
 
 def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
-                        top_n: int = 20, action_weights: tuple[float, float, float] = (10.0, 3.0, 1.0),
-                        retrieve_k: int = 100, recent_k: int = 16, exclude_unavailable: bool = True,
-                        exclude_bought: bool = True, trending_days: float = 7.0, keep_runs: int = 3,
-                        chunk_rows: int = 65_536, batch_size: int = 256, run_id: str | None = None,
-                        progress: bool = True) -> dict:
-    """Score every customer and publish the run; returns the run summary."""
+                        top_n: int = 20, action_weights: tuple[float, float, float] | None = None,
+                        retrieve_k: int = 100, recent_k: int = 32, cooc_k: int = 100, session_k: int = 50,
+                        exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
+                        keep_runs: int = 3, chunk_rows: int = 65_536, batch_size: int = 256,
+                        run_id: str | None = None, keep_model: bool = False, progress: bool = True) -> dict:
+    """Score every customer and publish the run; returns the run summary (with the guard's
+    decision: `strategy`, validation figures, `guard_warning`)."""
     from model.data import serving_histories
+    from recs.guard import decide, validation_figures
 
     if top_n < 1:
         raise ValueError("top_n must be >= 1")
     started = time.perf_counter()
     generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
     run_id = run_id or new_run_id()
+    decision = decide(validation_figures(warehouse_dir), keep_model=keep_model)
     scorer = load_scorer(warehouse_dir, checkpoint_dir, top_n=top_n, action_weights=action_weights,
-                         retrieve_k=retrieve_k, recent_k=recent_k, exclude_unavailable=exclude_unavailable,
-                         exclude_bought=exclude_bought, trending_days=trending_days, batch_size=batch_size)
+                         retrieve_k=retrieve_k, recent_k=recent_k, cooc_k=cooc_k, session_k=session_k,
+                         exclude_unavailable=exclude_unavailable, exclude_bought=exclude_bought,
+                         trending_days=trending_days, batch_size=batch_size, strategy=decision.strategy)
 
     bar = None
     if progress:
@@ -220,6 +246,6 @@ def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
     duration = time.perf_counter() - started
     summary = {"run_id": run_id, "generated_at": generated_at, "model_version": scorer.model_version,
                "n_customers": n_customers, "share_fallback": n_fallback / max(n_customers, 1),
-               "duration_s": round(duration, 2), "top_n": top_n}
+               "duration_s": round(duration, 2), "top_n": top_n, **decision.as_row()}
     published = publish_run(warehouse_dir, run_id, summary, keep_runs=keep_runs)
     return {**summary, "n_rows": published["n_rows"], "customers_per_s": round(n_customers / max(duration, 1e-9), 1)}

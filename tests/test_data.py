@@ -8,13 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from model.batch import RankingBatch, RetrievalBatch
+from model.batch import RetrievalBatch
 from model.data import (
-    RankingBatchSource, RetrievalBatchSource, SequenceTables, eval_arrays, left_pad_lists, make_loader,
+    RetrievalBatchSource, SequenceTables, eval_arrays, left_pad_lists, make_loader,
     negative_sampler, restore_iterator_state, save_iterator_state, serving_histories,
 )
 from tests.sequence_fixtures import (
-    TINY_ITEMS, customer_row, example_row, item_row, tiny_sequences, tiny_step, write_sequences,
+    customer_row, example_row, item_row, tiny_sequences, tiny_step, write_sequences,
 )
 
 H = 4  # shorter than the fixture's longest history (5 steps) to exercise truncation
@@ -155,44 +155,6 @@ def test_batches_deterministic_and_reshuffled_per_epoch(tables):
         a[6]
 
 
-def test_ranking_batch_positives_negatives_labels(tables):
-    c = 4
-    source = RankingBatchSource(tables, "train", 5, num_candidates=c, seed=0, num_epochs=20)
-    train = tables.split("train")
-    first_slot_positive = []
-    for step in range(len(source)):
-        batch = source[step]
-        assert isinstance(batch, RankingBatch)
-        assert batch.candidates.item_id.shape == (5, c) and batch.labels.dtype == np.int32
-        for row, ex in enumerate(source.rows(step)):
-            window = {int(tables.item_ids[i]): int(lab) for i, lab in
-                      zip(train.candidate_item[ex], train.candidate_label[ex]) if i > 0}
-            items = batch.candidates.item_id[row]
-            labels = batch.labels[row]
-            positives = [i for i, lab in zip(items, labels) if lab > 0]
-            negatives = [i for i, lab in zip(items, labels) if lab == 0 and i > 0]
-            assert len(positives) == min(len(window), c // 2)
-            assert all(labels[k] == window[i] for k, i in enumerate(items) if i in window)
-            assert not set(negatives) & set(window)  # a negative is never a positive of the row
-            assert len(set(items[items > 0])) == (items > 0).sum()  # no repeats in a row
-            if len(window) == 3:  # row 4: transaction (106) and cart (104) outrank the view
-                assert sorted(positives) == [104, 106]
-            cats = {int(tables.item_ids[i]): TINY_ITEMS[i][1] for i in TINY_ITEMS}
-            assert all(batch.candidates.category_id[row][k] == cats[i] for k, i in enumerate(items) if i > 0)
-            first_slot_positive.append(labels[0] > 0)
-        np.testing.assert_array_equal(batch.history.item_id, tables.item_ids[train.history.item[source.rows(step)]])
-    assert 0 < np.mean(first_slot_positive) < 1  # slot order shuffled
-
-
-def test_ranking_batch_deterministic(tables):
-    a = RankingBatchSource(tables, "train", 2, num_candidates=6, seed=1, num_epochs=2)
-    b = RankingBatchSource(tables, "train", 2, num_candidates=6, seed=1, num_epochs=2)
-    for step in range(len(a)):
-        assert_trees_equal(a[step], b[step])
-    assert not np.array_equal(a[0].candidates.item_id, RankingBatchSource(
-        tables, "train", 2, num_candidates=6, seed=2, num_epochs=2)[0].candidates.item_id)
-
-
 def test_negative_sampler(tables):
     sampler = negative_sampler(tables, num_negatives=50, seed=0)
     items, logq = sampler(3)
@@ -218,10 +180,6 @@ def test_eval_arrays(tables):
     np.testing.assert_array_equal(ev.labels[0], [0, 6, 4])
     test = eval_arrays(tables, "test")
     np.testing.assert_array_equal(test.next_item_idx, [2])
-    ranked = eval_arrays(tables, "train", num_candidates=6, seed=0)
-    assert ranked.candidates.item_id.shape == (5, 6)
-    assert ((ranked.labels > 0).sum(axis=1) == [2, 1, 1, 2, 3]).all()
-    assert_trees_equal(ranked, eval_arrays(tables, "train", num_candidates=6, seed=0))
 
 
 def test_serving_histories_chunks_all_customers(tables):
@@ -237,7 +195,7 @@ def test_serving_histories_chunks_all_customers(tables):
 
 
 def test_loader_resume_from_saved_state(tables, tmp_path):
-    source = RankingBatchSource(tables, "train", 2, num_candidates=4, seed=0, num_epochs=4)
+    source = RetrievalBatchSource(tables, "train", 2, seed=0, num_epochs=4)
     n = len(source)  # 8 steps
     straight = list(make_loader(source, prefetch=2))
     assert len(straight) == n
@@ -293,75 +251,5 @@ def test_synthetic_sequences_follow_the_contract(tmp_path):
     train = tables.split("train")
     assert train.history.item.shape == (300, 8) and train.window.item.shape == (300, 16)
     assert (train.window.length >= 1).all() and (train.history.length <= 8).all()
-    batch = RankingBatchSource(tables, "train", 32, num_candidates=16)[0]
-    assert batch.candidates.item_id.shape == (32, 16)
-
-
-class _FixedPrefix:
-    """An rng whose random() returns chosen fractions, to pin split_window's prefix lengths."""
-
-    def __init__(self, fractions):
-        self.fractions = np.asarray(fractions, float)
-
-    def random(self, size):
-        return self.fractions[:size]
-
-
-def test_split_window_moves_prefix_into_history_without_leaking(tables):
-    from model.data import split_window
-
-    train = tables.split("train")
-    rows = np.arange(len(train))
-    w = train.window.length
-    history, view = split_window(train, rows, _FixedPrefix(np.full(len(rows), 0.999)), H)
-    for r in rows:
-        steps_h = [i for i in train.history.item[r] if i]
-        steps_w = [i for i in train.window.item[r] if i]
-        acts_w = [a for i, a in zip(train.window.item[r], train.window.action[r]) if i]
-        s = w[r] - 1  # 0.999 * w -> the whole window but its last step moves into the history
-        expected_hist = (steps_h + steps_w[:s])[-H:]
-        assert [i for i in history.item[r] if i] == expected_hist
-        assert history.length[r] == len(expected_hist)
-        # Candidates: the distinct items of the remaining steps, labels OR-ed over them.
-        rest = list(zip(steps_w[s:], acts_w[s:]))
-        distinct = list(dict.fromkeys(i for i, _ in rest))
-        got = [(i, lab) for i, lab in zip(view.candidate_item[r], view.candidate_label[r]) if i]
-        assert got == [(i, int(np.bitwise_or.reduce([a for j, a in rest if j == i]))) for i in distinct]
-    # With s = 0 the layout is exactly the stored one: history unchanged, candidates = the window's.
-    history0, view0 = split_window(train, rows, _FixedPrefix(np.zeros(len(rows))), H)
-    np.testing.assert_array_equal(history0.item, train.history.item)
-    for r in rows:
-        assert [i for i in view0.candidate_item[r] if i] == [i for i in train.candidate_item[r] if i]
-        assert [x for x, i in zip(view0.candidate_label[r], view0.candidate_item[r]) if i] == \
-            [x for x, i in zip(train.candidate_label[r], train.candidate_item[r]) if i]
-
-
-def test_ranking_source_with_split_windows_is_deterministic_and_labels_positives(tables):
-    src = RankingBatchSource(tables, "train", 2, num_candidates=4, seed=3, num_epochs=2, split_windows=True)
-    a, b = src[1], src[1]
-    assert_trees_equal(a, b)
-    batch = src[0]
-    assert batch.history.item_id.shape == (2, H) and batch.candidates.item_id.shape == (2, 4)
-    # Every labelled slot is a real item; at least one positive per row (a window is never empty).
-    assert ((batch.labels > 0) <= (batch.candidates.item_id > 0)).all()
-    assert ((batch.labels > 0).sum(axis=1) >= 1).all()
-
-
-def test_same_category_negatives_share_a_positives_category(tables):
-    from model.data import ranking_candidates, sampling_probabilities
-
-    train = tables.split("train")
-    rows = np.arange(len(train))
-    cdf = np.cumsum(sampling_probabilities(tables))
-    item, items, labels = ranking_candidates(tables, train, rows, 6, np.random.default_rng(0), cdf,
-                                             same_category=1.0)
-    for r in rows:
-        positives = {int(i) for i in train.candidate_item[r] if i}
-        for slot in range(6):
-            i = int(item[r, slot])
-            if i and labels[r, slot] == 0:
-                assert i not in positives
-    # At least some negatives are same-category ones on this fixture.
-    neg_same = [int(tables.item_category[i]) in {int(c) for c in train.candidate_category[r] if c}
-                for r in rows for i, lab in zip(item[r], labels[r]) if i and lab == 0]
-    assert any(neg_same)
+    batch = RetrievalBatchSource(tables, "train", 32)[0]
+    assert batch.history.item_id.shape[0] == 32

@@ -12,6 +12,7 @@ import pytest
 from scipy.special import logsumexp
 
 from model.batch import History, Items, RankingBatch, RetrievalBatch, action_multi_hot
+from model.candidates import NUM_FEATURES
 from model.config import PROFILES, ModelConfig, Profile
 from model.embeddings import SHARED_EMBEDDING_MODULES
 from model.embeddings import hash_ids as eager_hash_ids
@@ -118,7 +119,10 @@ def ranking_setup():
     candidate_valid[1, 3:] = False
     candidates = make_items(rng, (B, C), candidate_valid)
     labels = np.where(candidate_valid, rng.choice([0, 1, 2, 3, 4, 6, 7], (B, C)), 0).astype(np.int32)
-    batch = RankingBatch(history, candidates, labels)
+    features = np.where(candidate_valid[..., None], rng.normal(size=(B, C, NUM_FEATURES)), 0).astype(np.float32)
+    target = np.zeros((B, C), np.float32)
+    target[[0, 1, 3], [2, 1, 4]] = 1.0  # row 2: the next event is not among the candidates
+    batch = RankingBatch(history, candidates, features, target, labels)
     model = jitted(make_ranking_model(TINY))
     params = model.init(jax.random.PRNGKey(1), batch)
     return model, params, batch
@@ -176,7 +180,6 @@ def test_every_retrieval_parameter_gets_gradient(retrieval_setup, retrieval_step
     assert_every_leaf_has_gradient(grads)
     h, t = batch.history, batch.target
     assert_table_rows_in_use_have_gradient(grads, TINY, {
-        "customer_embedding": h.customer_id,
         "item_embedding": np.concatenate([h.item_id.ravel(), t.item_id.ravel(), negatives.item_id]),
         "category_embedding": np.concatenate([x.ravel() for x in (h.category_id, h.root_id, t.category_id,
                                                                   t.root_id, negatives.category_id,
@@ -190,7 +193,6 @@ def test_every_ranking_parameter_gets_gradient(ranking_setup, ranking_step) -> N
     assert_every_leaf_has_gradient(grads)
     h, c = batch.history, batch.candidates
     assert_table_rows_in_use_have_gradient(grads, TINY, {
-        "customer_embedding": h.customer_id,
         "item_embedding": np.concatenate([h.item_id.ravel(), c.item_id.ravel()]),
         "category_embedding": np.concatenate([x.ravel() for x in (h.category_id, h.root_id, c.category_id,
                                                                   c.root_id)]),
@@ -202,49 +204,70 @@ def test_every_ranking_parameter_gets_gradient(ranking_setup, ranking_step) -> N
 def test_candidate_logits_do_not_depend_on_co_candidates_or_slot(ranking_setup) -> None:
     model, params, batch = ranking_setup
     logits = model.logits
-    base = np.asarray(logits(params, batch.history, batch.candidates))
+    base = np.asarray(logits(params, batch.history, batch.candidates, batch.features))
     assert base.shape == (B, C, 3) and base.dtype == np.float32
 
-    # Other candidates replaced: slot 0 keeps its logits.
-    others = make_items(np.random.default_rng(7), (B, C))
+    # Other candidates (items and features) replaced: slot 0 keeps its logits.
+    rng = np.random.default_rng(7)
+    others = make_items(rng, (B, C))
     changed = Items(*(np.concatenate([x[:, :1], y[:, 1:]], axis=1) for x, y in zip(batch.candidates, others)))
-    np.testing.assert_allclose(np.asarray(logits(params, batch.history, changed))[:, 0], base[:, 0], atol=1e-5)
+    features = np.concatenate([batch.features[:, :1], rng.normal(size=(B, C - 1, NUM_FEATURES))], axis=1)
+    np.testing.assert_allclose(np.asarray(logits(params, batch.history, changed, features))[:, 0], base[:, 0],
+                               atol=1e-5)
 
     # Permuted candidates: logits permute with them.
     perm = np.array([3, 0, 4, 1, 2])
     permuted = Items(*(x[:, perm] for x in batch.candidates))
-    np.testing.assert_allclose(np.asarray(logits(params, batch.history, permuted)), base[:, perm], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(logits(params, batch.history, permuted, batch.features[:, perm])),
+                               base[:, perm], atol=1e-5)
 
     # Slot 0's item alone, moved to the last slot of a longer, mostly padded candidate list.
     moved = Items(*(np.pad(x[:, :1], ((0, 0), (C + 1, 0))) for x in batch.candidates))
-    np.testing.assert_allclose(np.asarray(logits(params, batch.history, moved))[:, -1], base[:, 0], atol=1e-5)
+    moved_features = np.pad(batch.features[:, :1], ((0, 0), (C + 1, 0), (0, 0)))
+    np.testing.assert_allclose(np.asarray(logits(params, batch.history, moved, moved_features))[:, -1], base[:, 0],
+                               atol=1e-5)
+
+    # The features matter: changing slot 0's features changes slot 0's logits.
+    bumped = batch.features.copy()
+    bumped[:, 0] += 3.0
+    assert np.abs(np.asarray(logits(params, batch.history, batch.candidates, bumped))[:, 0] - base[:, 0]).max() > 1e-3
 
 
 def test_ranking_logits_invariant_to_extra_left_padding(ranking_setup) -> None:
     model, params, batch = ranking_setup
-    base = np.asarray(model.logits(params, batch.history, batch.candidates))
-    padded = np.asarray(model.logits(params, left_pad(batch.history, 6), batch.candidates))
+    base = np.asarray(model.logits(params, batch.history, batch.candidates, batch.features))
+    padded = np.asarray(model.logits(params, left_pad(batch.history, 6), batch.candidates, batch.features))
     np.testing.assert_allclose(padded, base, atol=1e-5)
     # and history steps really matter: dropping the oldest real step of row 0 changes its scores
     shorter = batch.history._replace(**{f: np.where(np.arange(L) == 0, 0, getattr(batch.history, f))
                                         for f in ("item_id", "category_id", "root_id", "action")})
-    assert np.abs(np.asarray(model.logits(params, shorter, batch.candidates))[0] - base[0]).max() > 1e-4
+    assert np.abs(np.asarray(model.logits(params, shorter, batch.candidates, batch.features))[0]
+                  - base[0]).max() > 1e-4
 
 
-def test_ranking_loss_weights_actions_and_masks_padded_slots(ranking_setup) -> None:
+def test_ranking_loss_is_next_event_softmax_plus_weighted_future_bce(ranking_setup) -> None:
+    """loss = softmax CE of the next event's slot over the valid candidates (rows without it
+    skipped) + BCE of the purchase / cart heads on what the customer did later, weighted."""
     model, params, batch = ranking_setup
-    loss, metrics = model.loss(params, batch, (10.0, 3.0, 1.0))
-    logits = np.asarray(model.logits(params, batch.history, batch.candidates), np.float64)
+    weights = (10.0, 3.0, 1.0)
+    loss, metrics = model.loss(params, batch, weights)
+    logits = np.asarray(model.logits(params, batch.history, batch.candidates, batch.features), np.float64)
+    valid = batch.candidates.item_id != 0
+    view = np.where(valid, logits[..., 2], -np.inf)
+    rows = [0, 1, 3]
+    slots = batch.target[rows].argmax(axis=1)
+    ce = np.mean([logsumexp(view[r]) - view[r, s] for r, s in zip(rows, slots)])
     labels = np.asarray(action_multi_hot(batch.labels), np.float64)
     bce = np.logaddexp(0.0, logits) - logits * labels
-    valid = batch.candidates.item_id != 0
     per_action = bce[valid].mean(axis=0)
-    assert float(loss) == pytest.approx(float(per_action @ [10.0, 3.0, 1.0] / 14.0), rel=1e-5)
+    expected = ce + float(per_action[:2] @ [10.0, 3.0] / 13.0)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["next_event_ce"]) == pytest.approx(ce, rel=1e-5)
+    assert float(metrics["rows_with_target"]) == 3
     assert float(metrics["bce_transaction"]) == pytest.approx(per_action[0], rel=1e-5)
-    assert float(metrics["num_candidates"]) == valid.sum() == 18
-    # Labels on padded slots are ignored.
-    noisy = batch._replace(labels=np.where(valid, batch.labels, 7))
-    assert float(model.loss(params, noisy, (10.0, 3.0, 1.0))[0]) == pytest.approx(float(loss), rel=1e-6)
+    # Labels and targets on padded slots are ignored.
+    noisy = batch._replace(labels=np.where(valid, batch.labels, 7), target=np.where(valid, batch.target, 1.0))
+    assert float(model.loss(params, noisy, weights)[0]) == pytest.approx(float(loss), rel=1e-6)
 
 
 # --- retrieval -------------------------------------------------------------------------------
@@ -379,7 +402,9 @@ def test_transplant_and_freeze_embeddings(retrieval_setup, ranking_setup, rankin
     merged = transplant_embeddings(k_params, r_params)
     mask = embedding_param_mask(merged)
     shared = sorted(m for m in mask if all(mask[m].values()))
-    assert shared == sorted(list(SHARED_EMBEDDING_MODULES) + [f"{m}/~/reduce" for m in SHARED_EMBEDDING_MODULES])
+    # The tiny config has no customer table (a learned user token instead): item and category.
+    assert shared == sorted(m for m in SHARED_EMBEDDING_MODULES if m in merged) == ["category_embedding",
+                                                                                  "item_embedding"]
     assert not any(any(mask[m].values()) for m in mask if m not in shared)
     for module in mask:
         source = r_params if module in shared else k_params
@@ -402,9 +427,10 @@ def test_transplant_and_freeze_embeddings(retrieval_setup, ranking_setup, rankin
 def test_bfloat16_ranking_keeps_float32_params_and_logits(ranking_setup) -> None:
     model, params, batch = ranking_setup
     bf16 = jitted(make_ranking_model(dataclasses.replace(TINY, compute_dtype="bfloat16")))
-    logits = bf16.logits(params, batch.history, batch.candidates)  # same float32 params
+    logits = bf16.logits(params, batch.history, batch.candidates, batch.features)  # same float32 params
     assert logits.dtype == jnp.float32
-    np.testing.assert_allclose(logits, model.logits(params, batch.history, batch.candidates), atol=0.1)
+    np.testing.assert_allclose(logits, model.logits(params, batch.history, batch.candidates, batch.features),
+                               atol=0.1)
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -451,7 +477,10 @@ def test_precomputed_candidate_tokens_give_the_same_logits():
                        jnp.asarray(rng.integers(1, 9, (b, c)), jnp.int32),
                        jnp.asarray(rng.integers(1, 3, (b, c)), jnp.int32))
     model = make_ranking_model(PROFILES["tiny"].model)
-    params = model.init(jax.random.PRNGKey(0), RankingBatch(history, candidates, jnp.zeros((b, c), jnp.int32)))
-    direct = model.logits(params, history, candidates)
-    cached = model.logits_with_tokens(params, history, candidates, model.candidate_tokens(params, candidates))
+    features = jnp.asarray(rng.normal(size=(b, c, NUM_FEATURES)), jnp.float32)
+    zeros = jnp.zeros((b, c), jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), RankingBatch(history, candidates, features, zeros, zeros))
+    direct = model.logits(params, history, candidates, features)
+    cached = model.logits_with_tokens(params, history, candidates, features,
+                                      model.candidate_tokens(params, candidates))
     np.testing.assert_allclose(np.asarray(cached), np.asarray(direct), atol=1e-6)

@@ -27,16 +27,25 @@ def test_recs_run_on_events_only_scores_every_customer(prefect_harness, tiny_war
     assert result["ingest"]["files"] == {"events": "events.csv", "item_properties": [], "category_tree": None}
     assert result["ingest"]["rows_loaded"] == 4_500
     assert result["retrieval"]["steps"] == result["ranking"]["steps"] == 40
-    assert {m: s["refit"] for m, s in result["refit"].items()} == {"retrieval": True, "ranking": True}
-    for model in ("retrieval", "ranking", "retrieval_serving", "ranking_serving"):
+    # Retrieval is refit on all data; the ranker is stacked on the validation period (no refit).
+    assert {m: s["refit"] for m, s in result["refit"].items()} == {"retrieval": True}
+    for model in ("retrieval", "ranking", "retrieval_serving"):
         assert (checkpoints / model / "latest").is_dir(), model
-    assert "retrieval:retrieval_serving@" in result["scoring"]["model_version"]
+    assert not (checkpoints / "ranking_serving").exists()
+    # The publishing guard read the run's own validation evaluation and recorded its decision.
+    scoring = result["scoring"]
+    assert scoring["strategy"] in ("model", "item_knn") and scoring["val_recall20"] is not None
+    assert scoring["baseline"] in ("popularity", "s_pop", "item_knn", "session_knn")
+    if scoring["strategy"] == "model":
+        assert "retrieval:retrieval_serving@" in scoring["model_version"]
+    else:
+        assert "trails" in scoring["guard_warning"]
 
     printed = capsys.readouterr().out
     assert "== recs run: done ==" in printed and result["report"] in printed
     header = next(line for line in printed.splitlines() if line.startswith("| section | metric |"))
-    assert set(header.strip("| ").split(" | ")[2:]) == {"two_tower", "ranker", "two_tower+ranker", "popularity",
-                                                        "item_knn"}
+    assert set(header.strip("| ").split(" | ")[2:]) == {"shipped", "ranker", "two_tower", "popularity", "s_pop",
+                                                        "item_knn", "session_knn"}
     assert f"{result['scoring']['n_customers']:,} customers" in printed
 
     visitors = set(pq.read_table(sequences_dir(warehouse) / "customers", columns=["visitorid"])

@@ -19,7 +19,9 @@ from recs.recommend import HISTORY_EVENTS, format_recommendation, recommend_for_
 from tests.warehouse_queries import query
 
 TOP_N = 8
-SOURCES = {"retrieval", "recent", "retrieval+recent", "popularity"}
+# Every candidate-source combination (model.candidates.source_name) and the fallback.
+SOURCES = {"+".join(n for bit, n in ((1, "recent"), (2, "cooccurrence"), (4, "retrieval"), (8, "similar_sessions"))
+                    if flags & bit) for flags in range(1, 16)} | {"popularity"}
 NEW_CUSTOMER = 999_999_999  # not in the generated data
 UNKNOWN_ITEM = 999_999_998  # not in any vocabulary: an event on it changes no list
 
@@ -27,7 +29,8 @@ UNKNOWN_ITEM = 999_999_998  # not in any vocabulary: an event on it changes no l
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> SimpleNamespace:
     """Tiny warehouse with sequence tables and both models trained (nothing scored yet)."""
-    from model.tasks import train_ranking_model, train_retrieval_model
+    from model.ranking_task import train_ranking_model
+    from model.tasks import train_retrieval_model
     from recs.generate import generate
     from recs.ingest import ingest_dir
     from recs.sequences import build_sequence_tables
@@ -45,7 +48,7 @@ def trained(tmp_path_factory) -> SimpleNamespace:
     finally:
         con.close()
     train_retrieval_model(warehouse, checkpoints, profile="tiny", steps=20, progress=False)
-    train_ranking_model(warehouse, checkpoints, profile="tiny", steps=20, progress=False, init_from_retrieval=True)
+    train_ranking_model(warehouse, checkpoints, profile="tiny", steps=20, progress=False)
     return SimpleNamespace(data=data, warehouse=warehouse, checkpoints=checkpoints, customer=int(customer))
 
 

@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from model.data import SequenceTables, serving_histories
+from flows.evaluate import write_metrics
+from model.data import serving_histories
 from model.serving import Recommender, ServingConfig
 from model.tasks import corpus_mask
 from recs.scoring import load_serving_models, score_all_customers
@@ -142,31 +143,119 @@ def test_recommendation_runs_row_describes_the_run(runs: ScoringRuns):
 
 
 def test_a_candidate_score_does_not_depend_on_the_other_candidates(tiny_trained: TinyTrained):
+    """Candidate isolation through serving: more retrieved candidates leave every other
+    candidate's purchase / cart probabilities unchanged (p_view is a softmax over the list, so
+    it is normalised by design)."""
+    from model.data import SPLITS
+    from model.ranking_task import fit_cooccurrence, fit_session_index
+    from model.tasks import load_tables
+
     profile, retrieval_params, ranking_params, _ = load_serving_models(tiny_trained.checkpoint_dir)
-    tables = SequenceTables.load(sequences_dir(tiny_trained.warehouse_dir), splits=(),
-                                 history_len=profile.model.history_len)
+    tables = load_tables(tiny_trained.warehouse_dir, profile, refit=True)
     chunk = next(serving_histories(tables))
     lengths = (chunk.history_item_idx > 0).sum(axis=1)
-    rows = np.flatnonzero(lengths > profile.model.history_len // 2)[:8]  # one length bucket: one compile
+    rows = np.flatnonzero(lengths > 2)[:8]
     assert len(rows) == 8
     history = type(chunk.history)(*(x[rows] for x in chunk.history))
     corpus = corpus_mask(tables)
+    cooc, sessions = fit_cooccurrence(tables, SPLITS), fit_session_index(tables, SPLITS)
 
     def recommend(retrieve_k: int):
-        config = ServingConfig(retrieve_k=retrieve_k, exclude_unavailable=False, exclude_bought=False)
-        recommender = Recommender(profile, retrieval_params, ranking_params, item_ids=tables.item_ids,
-                                  item_category=tables.item_category, item_root=tables.item_root, corpus=corpus,
-                                  available=np.ones_like(corpus), config=config)
+        config = ServingConfig(retrieve_k=retrieve_k, exclude_unavailable=False, exclude_bought=False, batch_size=8)
+        recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
+                                  available=np.ones_like(corpus), config=config, sessions=sessions)
         # top_n = every candidate slot, so each candidate's probabilities come back.
-        return recommender.recommend(history, chunk.history_item_idx[rows], top_n=config.recent_k + retrieve_k)
+        return recommender.recommend(history, chunk.history_item_idx[rows], history.action,
+                                     top_n=config.candidates.width)
 
     few, many = recommend(5), recommend(10)
     compared = 0
     for r in range(len(rows)):
-        few_probs = {int(i): few.probs[r, s] for s, i in enumerate(few.item_idx[r]) if i > 0}
-        many_probs = {int(i): many.probs[r, s] for s, i in enumerate(many.item_idx[r]) if i > 0}
-        assert set(few_probs) <= set(many_probs)  # top-5 retrieved are among the top-10
+        few_probs = {int(i): few.probs[r, s, :2] for s, i in enumerate(few.item_idx[r]) if i > 0}
+        many_probs = {int(i): many.probs[r, s, :2] for s, i in enumerate(many.item_idx[r]) if i > 0}
+        assert set(few_probs) < set(many_probs)  # the 5 retrieved are among the 10, and more came
         for item in few_probs:
             np.testing.assert_allclose(few_probs[item], many_probs[item], atol=1e-5, rtol=0)
             compared += 1
     assert compared >= len(rows) * 5
+
+
+# --- the publishing guard --------------------------------------------------------------------
+
+def _validation_rows(shipped: tuple[float, float], item_knn: tuple[float, float]) -> list[dict]:
+    """eval_metrics rows of a validation evaluation: shipped and item-kNN at k=20 (+ a k=10 decoy)."""
+    rows = []
+    for model, (recall, mrr) in (("shipped", shipped), ("item_knn", item_knn), ("popularity", (0.01, 0.005))):
+        rows += [{"model": model, "split": "val", "section": "next_event", "metric": "recall", "k": 20,
+                  "value": recall},
+                 {"model": model, "split": "val", "section": "next_event", "metric": "mrr", "k": 20, "value": mrr},
+                 {"model": model, "split": "val", "section": "next_event", "metric": "recall", "k": 10,
+                  "value": 0.99}]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_trained: TinyTrained, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Runs on a warehouse whose latest validation evaluation says the model loses to item-kNN."""
+    warehouse = copy_warehouse(tiny_trained.warehouse_dir, tmp_path_factory.mktemp("guard") / "warehouse")
+    write_metrics.fn(str(warehouse), "eval-loses", _validation_rows((0.30, 0.10), (0.50, 0.20)))
+    loses = score_all_customers(warehouse, tiny_trained.checkpoint_dir, top_n=TOP_N, progress=False)
+    kept = score_all_customers(warehouse, tiny_trained.checkpoint_dir, top_n=TOP_N, progress=False, keep_model=True)
+    write_metrics.fn(str(warehouse), "eval-wins", _validation_rows((0.60, 0.30), (0.50, 0.20)))
+    wins = score_all_customers(warehouse, tiny_trained.checkpoint_dir, top_n=TOP_N, progress=False)
+    return {"warehouse": warehouse, "loses": loses, "kept": kept, "wins": wins}
+
+
+def _run_row(warehouse: Path, run_id: str) -> dict:
+    names = ["strategy", "val_recall20", "val_mrr20", "baseline", "baseline_val_recall20", "baseline_val_mrr20",
+             "guard_warning", "model_version"]
+    [row] = query(warehouse, f"SELECT {', '.join(names)} FROM recommendation_runs WHERE run_id = ?", [run_id])
+    return dict(zip(names, row))
+
+
+def _sources(warehouse: Path, run_id: str) -> set[str]:
+    return {s for (s,) in query(warehouse, "SELECT DISTINCT source FROM recommendations WHERE run_id = ?", [run_id])}
+
+
+def test_a_model_that_loses_on_validation_is_replaced_by_item_knn_and_says_so(guarded):
+    row = _run_row(guarded["warehouse"], guarded["loses"]["run_id"])
+    assert row["strategy"] == "item_knn" and row["baseline"] == "item_knn"
+    assert (row["val_recall20"], row["val_mrr20"]) == (0.50, 0.20)  # what was published: item-kNN's figures
+    assert (row["baseline_val_recall20"], row["baseline_val_mrr20"]) == (0.50, 0.20)
+    assert "trails item_knn" in row["guard_warning"] and "--keep-model" in row["guard_warning"]
+    assert row["model_version"].startswith("item_knn")
+    assert _sources(guarded["warehouse"], guarded["loses"]["run_id"]) <= {"item_knn", "popularity"}
+    assert "item_knn" in _sources(guarded["warehouse"], guarded["loses"]["run_id"])
+
+
+def test_keep_model_publishes_the_model_with_the_warning(guarded):
+    row = _run_row(guarded["warehouse"], guarded["kept"]["run_id"])
+    assert row["strategy"] == "model" and (row["val_recall20"], row["val_mrr20"]) == (0.30, 0.10)
+    assert "published the model anyway" in row["guard_warning"]
+    assert "item_knn" not in _sources(guarded["warehouse"], guarded["kept"]["run_id"])
+
+
+def test_a_model_that_wins_is_published_without_warning(guarded):
+    row = _run_row(guarded["warehouse"], guarded["wins"]["run_id"])
+    assert row["strategy"] == "model" and row["guard_warning"] is None
+    assert (row["val_recall20"], row["baseline"], row["baseline_val_recall20"]) == (0.60, "item_knn", 0.50)
+    assert row["model_version"].startswith("retrieval:")
+
+
+def test_without_a_validation_evaluation_the_run_warns(runs: ScoringRuns):
+    row = _run_row(runs.warehouse_dir, runs.ruled["run_id"])
+    assert row["strategy"] == "model" and row["val_recall20"] is None
+    assert "no validation evaluation" in row["guard_warning"]
+
+
+def test_guard_decision_compares_recall_first_then_mrr():
+    from recs.guard import decide
+
+    tie_worse_mrr = decide({"shipped": (0.5, 0.2), "item_knn": (0.5, 0.3)})
+    assert tie_worse_mrr.strategy == "item_knn"
+    better_recall = decide({"shipped": (0.51, 0.1), "item_knn": (0.5, 0.3), "s_pop": (0.4, 0.35)})
+    assert better_recall.strategy == "model" and better_recall.guard_warning is None
+    # Loses to session-kNN but item-kNN (the publishable one) is worse still: keep the model, warn.
+    stuck = decide({"shipped": (0.5, 0.2), "item_knn": (0.4, 0.1), "session_knn": (0.6, 0.3)})
+    assert stuck.strategy == "model" and stuck.baseline == "session_knn"
+    assert "no publishable strategy does better" in stuck.guard_warning

@@ -69,7 +69,7 @@ class TinyWarehouse:
 
 @dataclass(frozen=True)
 class TinyTrained:
-    """The tiny warehouse plus retrieval and ranking (initialised from retrieval) trained on it."""
+    """The tiny warehouse plus retrieval and the ranker stacked on it, trained on it."""
 
     warehouse: TinyWarehouse
     checkpoint_dir: Path
@@ -130,11 +130,11 @@ def _make_tiny_warehouse(root: Path) -> TinyWarehouse:
 
 
 def _make_tiny_trained(warehouse: TinyWarehouse, checkpoint_dir: Path) -> TinyTrained:
-    from model.tasks import train_ranking_model, train_retrieval_model
+    from model.ranking_task import train_ranking_model
+    from model.tasks import train_retrieval_model
 
     retrieval = train_retrieval_model(warehouse.warehouse_dir, checkpoint_dir, profile="tiny", progress=False)
-    ranking = train_ranking_model(warehouse.warehouse_dir, checkpoint_dir, profile="tiny", progress=False,
-                                  init_from_retrieval=True)
+    ranking = train_ranking_model(warehouse.warehouse_dir, checkpoint_dir, profile="tiny", progress=False)
     return TinyTrained(warehouse, checkpoint_dir, retrieval, ranking)
 
 
