@@ -1,7 +1,7 @@
-"""recs/behaviour.py's statistics, on a hand-made log and on the real Retail Rocket sessions.
+"""recs/behaviour.py's statistics, and generated `small` measured against the real Retail Rocket sessions.
 
 The real figures are computed here from `../shared/data/retailrocket-sessions/events.csv.gz`
-(skipped when that file is absent).
+(skipped when that file is absent); the generated data must land within TOLERANCES of them.
 """
 from __future__ import annotations
 
@@ -9,16 +9,63 @@ from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
+from model.baselines import ItemKNN, Popularity, SessionSplit, evaluate_on_sessions, load_sessions
 from recs.behaviour import behaviour_stats, preprocessed_views_sql
+from recs.generate import generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_SESSIONS = REPO_ROOT / ".." / "shared" / "data" / "retailrocket-sessions" / "events.csv.gz"
 
+# |generated small - real| allowed per statistic: the issue's bounds for the repeat shares, the
+# median, p90 and the top shares, plus p10 exact (>= 10% of sessions have the minimum 3 views),
+# p25 +-1, p75 +-2 and the mean +-15%. Seeds 0-7 of `small` use at most 35% of any bound
+# (the top-10% share varies most: 0.418-0.436 against 0.412); the generator before this model
+# (same_as_previous 0.34, seen_earlier 0.52, p75 9, p90 13, mean 6.9) fails five of them.
+TOLERANCES = {
+    "same_as_previous": 0.03,
+    "seen_earlier": 0.04,
+    "length_p10": 0,
+    "length_p25": 1,
+    "length_median": 1,
+    "length_p75": 2,
+    "length_p90": 3,
+    "length_mean": 0.8,
+    "top1_share": 0.04,
+    "top10_share": 0.07,
+}
+RECALL_AT = 20
+
 
 def csv_events(path: Path) -> str:
     return f"SELECT * FROM read_csv('{path}')"
+
+
+def session_split(events_sql: str, folder: Path) -> SessionSplit:
+    """The preprocessed sessions as `model.baselines.load_sessions` reads them (one visitorid
+    per session, dense item ids): the first 90% of sessions by start time train, the last 10% test."""
+    path = folder / "sessions.csv"
+    duckdb.connect().execute(f"""
+        COPY (
+            SELECT ts AS "timestamp", dense_rank() OVER (ORDER BY visitorid, session) AS visitorid,
+                   'view' AS event, dense_rank() OVER (ORDER BY itemid) AS itemid
+            FROM ({preprocessed_views_sql(events_sql)})
+        ) TO '{path}' (HEADER)
+    """)
+    return load_sessions(path, test_fraction=0.1)
+
+
+def recalls(split: SessionSplit) -> dict[str, float]:
+    """Recall@20 of each test session's last item from its earlier items."""
+    key = f"recall@{RECALL_AT}"
+    return {
+        "popularity": evaluate_on_sessions(split, Popularity.fit(split.train_items, split.num_items))[key],
+        # The repeat term alone (no neighbours, no decay): the session's own items, most frequent first.
+        "reshow": evaluate_on_sessions(split, ItemKNN(split.num_items, window=0, repeat_decay=1.0).fit(split.train))[key],
+        "knn": evaluate_on_sessions(split, ItemKNN(split.num_items).fit(split.train))[key],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +78,18 @@ def real_events() -> str:
 @pytest.fixture(scope="module")
 def real(real_events):
     return behaviour_stats(duckdb.connect(), real_events)
+
+
+@pytest.fixture(scope="module")
+def small_events(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("small")
+    generate(out, scale="small", seed=0)
+    return csv_events(out / "events.csv")
+
+
+@pytest.fixture(scope="module")
+def small(small_events):
+    return behaviour_stats(duckdb.connect(), small_events)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +133,7 @@ def test_hand_made_log():
 
 
 # ---------------------------------------------------------------------------------------------
-# The real slice
+# Real slice vs generated small
 
 
 def test_real_slice_preprocessing_is_nearly_a_no_op(real):
@@ -87,3 +146,33 @@ def test_real_slice_preprocessing_is_nearly_a_no_op(real):
     assert real.length_mean == pytest.approx(5.44, abs=0.05)
     assert real.top1_share == pytest.approx(0.11, abs=0.01)
     assert real.top10_share == pytest.approx(0.41, abs=0.015)
+
+
+@pytest.mark.parametrize("group", [
+    ("same_as_previous", "seen_earlier"),
+    ("length_p10", "length_p25", "length_median", "length_p75", "length_p90", "length_mean"),
+    ("top1_share", "top10_share"),
+], ids=["repeats", "visit_lengths", "popularity_skew"])
+def test_small_behaves_like_the_real_sessions(real, small, group):
+    off = {
+        name: (getattr(small, name), getattr(real, name))
+        for name in group if abs(getattr(small, name) - getattr(real, name)) > TOLERANCES[name]
+    }
+    assert not off, f"generated vs real outside {TOLERANCES}: {off}"
+
+
+def test_small_keeps_enough_sessions(small):
+    assert small.sessions >= 10_000 and small.items >= 3_000
+
+
+def test_recommenders_rank_alike(real_events, small_events, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "small").mkdir()
+    real = recalls(session_split(real_events, tmp_path / "real"))
+    small = recalls(session_split(small_events, tmp_path / "small"))
+    print(f"Recall@{RECALL_AT} real {real} generated small {small}")
+    for measured in (real, small):
+        assert measured["popularity"] < 0.25 * measured["reshow"] < 0.25 * measured["knn"]
+    assert small["reshow"] == pytest.approx(real["reshow"], abs=0.15)
+    assert small["knn"] == pytest.approx(real["knn"], abs=0.15)
+    assert small["knn"] - small["reshow"] > 0.05  # co-occurrence adds to re-showing
