@@ -32,7 +32,9 @@ within the tolerances of tests/test_behaviour.py: share of next views on the pre
   items (~0.5 Recall@20) < an item co-occurrence kNN with a repeat boost (~0.7).
 - Carts and purchases: add-to-cart and purchase propensity grow with taste match and item quality
   and collapse when the item is unavailable (availability flips week to week); purchases close a
-  session under one transaction id, mostly after an add-to-cart of the same item.
+  session under one transaction id, mostly after an add-to-cart of the same item; a quarter of
+  the buyers view the bought item again, minutes to weeks later (as in the real Retail Rocket
+  sample: 13 of 46 purchases).
 """
 from __future__ import annotations
 
@@ -58,6 +60,10 @@ VIEW, ADDTOCART, TRANSACTION = 0, 1, 2
 # Retail Rocket's event mix: 2,664,312 views, 69,332 add-to-carts, 22,457 transactions.
 REAL_EVENTS, REAL_ADDTOCARTS, REAL_TRANSACTIONS = 2_756_101, 69_332, 22_457
 TRANSACTIONS_AFTER_CART = 0.9  # share of purchases preceded by an add-to-cart
+# Share of purchases whose buyer views the item again later (13 of 46 in the real Retail Rocket
+# sample), 1 minute to 60 days after the checkout (log-uniform; real: median 9 hours).
+P_VIEW_AFTER_PURCHASE = 0.25
+VIEW_AFTER_PURCHASE_MS = (60e3, 60 * 86_400e3)
 
 # Sessions. Views per session: 1 or 2 with the probabilities below, else 3 + floor(lognormal)
 # (Retail Rocket's sessions of 3+ views: median 4, p90 9, a tail to hundreds).
@@ -523,10 +529,12 @@ def checkouts(
 
 
 def make_events(rng: np.random.Generator, cfg: Scale, catalogue: Catalogue, available: np.ndarray) -> pl.DataFrame:
-    """events.csv as a frame, sorted by time: views from the visitors' walks, then carts and purchases."""
+    """events.csv as a frame, sorted by time: views from the visitors' walks, carts and purchases,
+    and views of bought items after their purchase."""
     n_tx = round(cfg.n_events * REAL_TRANSACTIONS / REAL_EVENTS)
     n_cart = round(cfg.n_events * REAL_ADDTOCARTS / REAL_EVENTS)
-    n_views = cfg.n_events - n_cart - n_tx
+    n_after = round(n_tx * P_VIEW_AFTER_PURCHASE)
+    n_views = cfg.n_events - n_cart - n_tx - n_after  # views of the walks
 
     steps = make_view_steps(rng, cfg, n_views)
     tastes, taste_cum = pick_tastes(rng, steps.n_visitors, catalogue)
@@ -546,13 +554,18 @@ def make_events(rng: np.random.Generator, cfg: Scale, catalogue: Catalogue, avai
     appeal = np.where(qualifies, catalogue.quality[step_item] * np.where(taste_match, 3.0, 1.0), 0.0)
     carted, bought = choose_purchases(rng, steps, appeal, n_cart, n_tx)
     transactionid, checkout_ts = checkouts(rng, steps, view_ts, bought)
+    revisited = rng.choice(len(bought), size=n_after, replace=len(bought) < n_after)
+    delay = np.exp(rng.uniform(*np.log(VIEW_AFTER_PURCHASE_MS), n_after))
+    revisit_ts = np.minimum(checkout_ts[revisited] + delay.astype(np.int64), T1_MS)
 
     visitorid = rng.permutation(steps.n_visitors).astype(np.int64) + 1  # ids do not reveal activity
-    ts = np.concatenate([view_ts, cart_times(rng, steps, view_ts, carted), checkout_ts])
-    visitor = np.concatenate([steps.ev_visitor, steps.step_visitor[carted], steps.step_visitor[bought]])
-    item = np.concatenate([step_item[steps.ev_step], step_item[carted], step_item[bought]])
-    event = np.repeat(np.array([VIEW, ADDTOCART, TRANSACTION], dtype=np.int8), [n_views, len(carted), len(bought)])
-    txid = np.concatenate([np.full(n_views + len(carted), -1, dtype=np.int64), transactionid])
+    ts = np.concatenate([view_ts, revisit_ts, cart_times(rng, steps, view_ts, carted), checkout_ts])
+    visitor = np.concatenate([steps.ev_visitor, steps.step_visitor[bought[revisited]],
+                              steps.step_visitor[carted], steps.step_visitor[bought]])
+    item = np.concatenate([step_item[steps.ev_step], step_item[bought[revisited]], step_item[carted], step_item[bought]])
+    n_all_views = n_views + n_after
+    event = np.repeat(np.array([VIEW, ADDTOCART, TRANSACTION], dtype=np.int8), [n_all_views, len(carted), len(bought)])
+    txid = np.concatenate([np.full(n_all_views + len(carted), -1, dtype=np.int64), transactionid])
     order = np.lexsort((item, event, visitor, ts))
     frame = pl.DataFrame({
         "timestamp": ts[order].astype(np.int64),

@@ -216,6 +216,14 @@ def test_transactions_follow_carts_and_group_items(small):
     )
     assert (per_id["visitors"] == 1).all() and (per_id["times"] == 1).all()
     assert (per_id["len"] >= 2).sum() > 0.05 * per_id.height  # some checkouts buy several items
+    # A quarter of the buyers come back to view what they bought (13 of 46 in the real sample).
+    views = events.filter(pl.col("event") == "view").select("visitorid", "itemid", view_ts="timestamp")
+    viewed_after = (
+        purchases.join(views, on=["visitorid", "itemid"], how="left")
+        .group_by(["visitorid", "itemid", "timestamp"])
+        .agg((pl.col("view_ts") > pl.col("timestamp")).any().fill_null(False).alias("viewed_after"))
+    )
+    assert 0.15 < viewed_after["viewed_after"].mean() < 0.4
 
 
 def test_sessions_repeats_and_returns(small):
