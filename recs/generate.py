@@ -555,7 +555,9 @@ def make_events(rng: np.random.Generator, cfg: Scale, catalogue: Catalogue, avai
     carted, bought = choose_purchases(rng, steps, appeal, n_cart, n_tx)
     transactionid, checkout_ts = checkouts(rng, steps, view_ts, bought)
     revisited = rng.choice(len(bought), size=n_after, replace=len(bought) < n_after)
-    delay = np.exp(rng.uniform(*np.log(VIEW_AFTER_PURCHASE_MS), n_after))
+    low, high = VIEW_AFTER_PURCHASE_MS
+    high = np.clip(T1_MS - checkout_ts[revisited], low, high)  # within the log
+    delay = np.exp(np.log(low) + rng.random(n_after) * np.log(high / low))
     revisit_ts = np.minimum(checkout_ts[revisited] + delay.astype(np.int64), T1_MS)
 
     visitorid = rng.permutation(steps.n_visitors).astype(np.int64) + 1  # ids do not reveal activity
