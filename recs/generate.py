@@ -1,4 +1,4 @@
-"""Deterministic generator of Retail Rocket-format CSVs with learnable structure (the embedded default data).
+"""Deterministic generator of Retail Rocket-format CSVs that behave like the real data (the embedded default data).
 
 `generate(out, scale, seed)` writes `events.csv`, `item_properties_part1.csv`,
 `item_properties_part2.csv` and `category_tree.csv` in the exact Kaggle formats. Everything is
@@ -6,18 +6,35 @@ vectorised numpy (the only Python loops run over walk positions and weekly snaps
 vectorised over all visitors / items) and the CSVs are written by polars, so `full` (Retail
 Rocket's 2.76M events) takes seconds. Same seed -> byte-identical files.
 
-Behaviour model (what a recommender can learn):
-- categories form a 1,669-node forest (25 roots, depth <= 5); items live in leaf categories and
-  sit on a per-category ring, and each item has a Zipf-like popularity within its category;
-- each visitor has persistent tastes over 1-3 categories;
-- a visitor's walk over items: the next item is a ring neighbour of the current one (mostly the
-  next one clockwise), a return to an item seen a few steps earlier, a popular item of one of the
-  visitor's categories, or (rarely) a globally popular item; consecutive repeat views of the same
-  item are common;
-- events come in sessions (seconds to minutes apart) spread over days to weeks;
-- add-to-cart and purchase propensity grow with taste match and item quality and collapse when the
-  item is unavailable (availability flips week to week); purchases close a session under one
-  transaction id, mostly after an add-to-cart of the same item.
+Behaviour model. Measured as `recs.behaviour` measures the real Retail Rocket sessions (views,
+30-minute sessions, items with 5+ views, sessions of 3+ views), `small` and `full` match them
+within the tolerances of tests/test_behaviour.py: share of next views on the previous item
+0.20, on an item seen earlier in the session 0.375, session length p10/p25/median/p75/p90
+3/3/4/6/9, 11% / 41% of views on the top 1% / 10% of items.
+- Visitors: a heavy Pareto tail of active visitors whose views are cut into sessions, and
+  casual visitors who come once (77% for one view, 13% for two); at `full` 1.41M visitors, 86%
+  with 1-2 events.
+- Sessions: 1, 2, or 3 + floor(lognormal(0.4, 1.3)) views, seconds to minutes apart; a
+  returning visitor's sessions are more than 30 minutes and up to weeks apart.
+- Repeats: a view repeats the previous view's item with a per-session propensity (Beta, mean
+  0.09 + 0.6 / session length): short visits re-view one item, long ones browse, and repeats come
+  in runs (after a repeat another one about half the time), as in the real sessions. Downstream
+  every event is a step, so repeats are signal.
+- Walk over items: categories form a 1,669-node forest (25 roots, depth <= 5); items live in leaf
+  categories and sit on a per-category ring, and each item has a Zipf-like popularity within its
+  category; each visitor has persistent tastes over 1-3 categories. A session opens on a popular
+  item of a taste category (or, for a returning visitor, often on an item of an earlier session).
+  From its third step on, a step returns to an item of the session with probability 0.165
+  (0.32 on the session's last step: visitors go back to an item before leaving), mostly two
+  steps back (A B A); otherwise it moves to a ring neighbour of the current item (40%), a popular
+  item of a taste category (45%) or a globally popular item (15%). On the real sessions and on
+  `small`, predicting each test session's last view, popularity << re-showing the session's own
+  items (~0.5 Recall@20) < an item co-occurrence kNN with a repeat boost (~0.7).
+- Carts and purchases: add-to-cart and purchase propensity grow with taste match and item quality
+  and collapse when the item is unavailable (availability flips week to week); purchases close a
+  session under one transaction id, mostly after an add-to-cart of the same item; a quarter of
+  the buyers view the bought item again, minutes to weeks later (as in the real Retail Rocket
+  sample: 13 of 46 purchases).
 """
 from __future__ import annotations
 
@@ -43,15 +60,30 @@ VIEW, ADDTOCART, TRANSACTION = 0, 1, 2
 # Retail Rocket's event mix: 2,664,312 views, 69,332 add-to-carts, 22,457 transactions.
 REAL_EVENTS, REAL_ADDTOCARTS, REAL_TRANSACTIONS = 2_756_101, 69_332, 22_457
 TRANSACTIONS_AFTER_CART = 0.9  # share of purchases preceded by an add-to-cart
+# Share of purchases whose buyer views the item again later (13 of 46 in the real Retail Rocket
+# sample), 1 minute to 60 days after the checkout (log-uniform; real: median 9 hours).
+P_VIEW_AFTER_PURCHASE = 0.25
+VIEW_AFTER_PURCHASE_MS = (60e3, 60 * 86_400e3)
+
+# Sessions. Views per session: 1 or 2 with the probabilities below, else 3 + floor(lognormal)
+# (Retail Rocket's sessions of 3+ views: median 4, p90 9, a tail to hundreds).
+SESSION_TAIL_MU, SESSION_TAIL_SIGMA = 0.4, 1.3
+MAX_SESSION_VIEWS = 500
+P_CASUAL_ONE, P_CASUAL_TWO = 0.77, 0.13  # casual visitors come once: one session
+P_ACTIVE_ONE, P_ACTIVE_TWO = 0.45, 0.2  # sessions of the active visitors
+MIN_SESSION_GAP_MS = 30 * 60 * 1000.0
+# A session of L views repeats the previous view with a propensity ~ Beta(c m, c (1 - m)),
+# mean m = REPEAT_FLOOR + REPEAT_SHORT / L, concentration c.
+REPEAT_FLOOR, REPEAT_SHORT, REPEAT_CONCENTRATION = 0.09, 0.6, 1.7
 
 # Walk step kinds.
 TASTE, POPULAR, NEIGHBOUR, RETURN = 0, 1, 2, 3
 NEIGHBOUR_OFFSETS = np.array([1, 2, -1, -2])
 NEIGHBOUR_PROBS = np.array([0.5, 0.2, 0.2, 0.1])
-P_REPEAT_VIEW = 0.3  # an event repeats the previous item (collapsed into one step downstream)
-P_CASUAL_STOP = 0.7  # casual visitors: geometric number of views, mean 1/0.7 = 1.43
-P_NEW_SESSION = 0.15  # per step: mean session of ~7 steps (~9 views)
-MIN_SESSION_GAP_MS = 30 * 60 * 1000.0
+P_RETURN, P_RETURN_LAST = 0.165, 0.32  # a session's third or later step returns; its last one more often
+P_RETURN_OPENING = 0.3  # a returning visitor's later session opens on an item of an earlier one
+MOVE_SHARES = (0.4, 0.45, 0.15)  # NEIGHBOUR / TASTE / POPULAR among the other steps
+P_BACK_TWO, P_BACK_FURTHER = 0.65, 0.4  # a return goes two steps back (A B A), else 2 + Geometric(0.4)
 CART_MAX_DELAY_MS = 150_000.0  # add-to-cart lands before the next view (at most 0.8 x 150 s later)
 P_BUY_UNAVAILABLE = 0.03  # an unavailable item still qualifies for cart/purchase this rarely
 CART_COHESION = 3.0  # carts cluster in sessions (shared Gumbel noise per session)
@@ -65,7 +97,7 @@ class Scale:
     """Size of one generated data set."""
 
     n_events: int
-    n_active: int  # visitors from the heavy tail (the rest view 1-3 items)
+    n_active: int  # visitors from the heavy tail, in several sessions (the rest come once, mostly for 1-2 views)
     active_min_views: int
     active_max_views: int
     active_tail: float  # Pareto exponent of active visitors' view counts
@@ -77,9 +109,9 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale(4_500, 130, 10, 100, 2.5, 400, 12, 1.2, 1.0),
-    "small": Scale(150_000, 3_800, 10, 600, 2.0, 5_000, 120, 1.2, 1.0),
+    "small": Scale(150_000, 3_800, 10, 600, 2.0, 8_000, 80, 0.9, 0.5),
     # Retail Rocket's shape: 1.4M visitors, ~235K items with events out of a sparse id range.
-    "full": Scale(REAL_EVENTS, 47_000, 3, 2_500, 1.15, 380_000, 0, 1.0, 0.5),
+    "full": Scale(REAL_EVENTS, 36_000, 3, 2_500, 1.3, 340_000, 0, 0.9, 0.5),
 }
 
 
@@ -239,21 +271,40 @@ def snapshot_index(ts_ms: np.ndarray) -> np.ndarray:
 # Visitors and their walks
 
 
-def visitor_view_counts(rng: np.random.Generator, cfg: Scale, n_views: int) -> np.ndarray:
-    """Views per visitor: a heavy Pareto tail of active visitors, then casual 1-3 view visitors
-    up to exactly `n_views` in total. Active visitors come first."""
+def session_lengths(rng: np.random.Generator, n: int, p_one: float, p_two: float) -> np.ndarray:
+    """Views in each of `n` sessions: 1 or 2 with probabilities `p_one` / `p_two`, else a long
+    tail 3 + floor(lognormal) (the shape of Retail Rocket's sessions of 3+ views)."""
+    u = rng.random(n)
+    tail = 3 + np.minimum(np.floor(rng.lognormal(SESSION_TAIL_MU, SESSION_TAIL_SIGMA, n)), MAX_SESSION_VIEWS - 3)
+    return np.where(u < p_one, 1, np.where(u < p_one + p_two, 2, tail)).astype(np.int64)
+
+
+def visitor_sessions(rng: np.random.Generator, cfg: Scale, n_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sessions per visitor and views per session (visitor-major), exactly `n_views` in total.
+
+    Active visitors come first: a heavy Pareto tail of view counts, each cut into sessions of
+    the active length law (the last one cut short). Then casual visitors, one session each.
+    """
     u = rng.random(cfg.n_active)
     active = np.minimum(cfg.active_min_views * (1.0 - u) ** (-1.0 / cfg.active_tail), cfg.active_max_views)
     active = active.astype(np.int64)
     remaining = n_views - int(active.sum())
     if remaining < 0:
         raise ValueError("scale misconfigured: active visitors exceed the event budget")
-    casual = rng.geometric(P_CASUAL_STOP, size=remaining + 1)  # counts >= 1: always enough
+    # One candidate session per view is always enough; keep those that start before the visitor's views run out.
+    owner = np.repeat(np.arange(cfg.n_active), active)
+    first = np.cumsum(active) - active
+    candidate = session_lengths(rng, len(owner), P_ACTIVE_ONE, P_ACTIVE_TWO)
+    end = segment_cumsum(candidate, first, owner)
+    keep = end - candidate < active[owner]
+    active_views = np.minimum(end, active[owner])[keep] - (end - candidate)[keep]
+    casual = session_lengths(rng, remaining + 1, P_CASUAL_ONE, P_CASUAL_TWO)  # counts >= 1: always enough
     total = np.cumsum(casual)
     n_casual = int(np.searchsorted(total, remaining, side="left")) + 1
     casual = casual[:n_casual]
     casual[-1] = remaining - (int(total[n_casual - 2]) if n_casual > 1 else 0)
-    return np.concatenate([active, casual])
+    sessions_per_visitor = np.concatenate([np.bincount(owner[keep], minlength=cfg.n_active), np.ones(n_casual, dtype=np.int64)])
+    return sessions_per_visitor, np.concatenate([active_views, casual])
 
 
 def pick_tastes(rng: np.random.Generator, n_visitors: int, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
@@ -267,16 +318,17 @@ def pick_tastes(rng: np.random.Generator, n_visitors: int, catalogue: Catalogue)
     return tastes, cumweights
 
 
-def step_kinds(rng: np.random.Generator, position: np.ndarray, session_start: np.ndarray) -> np.ndarray:
+def step_kinds(rng: np.random.Generator, steps: ViewSteps) -> np.ndarray:
     """What each step does: TASTE/POPULAR jump, NEIGHBOUR move or RETURN to an earlier item."""
-    u = rng.random(len(position))
-    inside = np.select([u < 0.22, u < 0.72, u < 0.94], [RETURN, NEIGHBOUR, TASTE], POPULAR)
-    inside = np.where((inside == RETURN) & (position < 2), NEIGHBOUR, inside)
-    opening = np.select([u < 0.3, u < 0.9], [RETURN, TASTE], POPULAR)
-    opening = np.where((opening == RETURN) & (position < 2), TASTE, opening)
+    u = rng.random(len(steps.position))
+    p_return = np.where(steps.session_position < 2, 0.0, np.where(steps.session_end, P_RETURN_LAST, P_RETURN))
+    move = (u - p_return) / (1.0 - p_return)  # uniform again among the steps that do not return
+    inside = np.select([u < p_return, move < MOVE_SHARES[0], move < MOVE_SHARES[0] + MOVE_SHARES[1]],
+                       [RETURN, NEIGHBOUR, TASTE], POPULAR)
+    opening = np.select([u < P_RETURN_OPENING, u < 0.9], [RETURN, TASTE], POPULAR)
     first = np.where(u < 0.85, TASTE, POPULAR)
-    kind = np.where(session_start, opening, inside)
-    return np.where(position == 0, first, kind).astype(np.int8)
+    kind = np.where(steps.session_start, opening, inside)
+    return np.where(steps.position == 0, first, kind).astype(np.int8)
 
 
 def walk(
@@ -351,8 +403,11 @@ class ViewSteps:
     steps_per_visitor: np.ndarray
     step_offset: np.ndarray  # per visitor: index of its first step
     position: np.ndarray  # per step: index within the visitor's steps
+    session_position: np.ndarray  # per step: index within its session's steps
     session_start: np.ndarray  # per step
+    session_end: np.ndarray  # per step: the last of its session
     step_session: np.ndarray  # per step: global session number
+    opens_session: np.ndarray  # per view event
 
     @property
     def step_last_event(self) -> np.ndarray:
@@ -360,20 +415,37 @@ class ViewSteps:
         return np.concatenate([self.step_first_event[1:], [len(self.ev_visitor)]]) - 1
 
 
+def repeat_flags(rng: np.random.Generator, session_views: np.ndarray, opens_session: np.ndarray) -> np.ndarray:
+    """Which views repeat the previous view's item (never a session's first view).
+
+    Each session has its own repeat propensity, Beta-distributed around a mean that falls with the
+    session's length (short visits re-view one item, long ones browse), so repeats cluster in some
+    sessions: a repeat is followed by another one about half the time, as in Retail Rocket.
+    """
+    mean = REPEAT_FLOOR + REPEAT_SHORT / session_views
+    propensity = rng.beta(REPEAT_CONCENTRATION * mean, REPEAT_CONCENTRATION * (1.0 - mean))
+    return (rng.random(len(opens_session)) < np.repeat(propensity, session_views)) & ~opens_session
+
+
 def make_view_steps(rng: np.random.Generator, cfg: Scale, n_views: int) -> ViewSteps:
-    """Views per visitor, which views repeat the previous item, and where sessions start."""
-    views_per_visitor = visitor_view_counts(rng, cfg, n_views)
-    n_visitors = len(views_per_visitor)
+    """Visitors' sessions of views, and which views repeat the previous item (never a session's first)."""
+    sessions_per_visitor, session_views = visitor_sessions(rng, cfg, n_views)
+    n_visitors = len(sessions_per_visitor)
+    session_visitor = np.repeat(np.arange(n_visitors), sessions_per_visitor)
+    views_per_visitor = np.bincount(session_visitor, weights=session_views, minlength=n_visitors).astype(np.int64)
     ev_visitor = np.repeat(np.arange(n_visitors), views_per_visitor)
     visitor_first_event = np.concatenate([[0], np.cumsum(views_per_visitor)[:-1]])
-    is_repeat = rng.random(n_views) < P_REPEAT_VIEW
-    is_repeat[visitor_first_event] = False
+    opens_session = np.zeros(n_views, dtype=bool)
+    opens_session[np.cumsum(session_views) - session_views] = True
+    is_repeat = repeat_flags(rng, session_views, opens_session)
     step_first_event = np.flatnonzero(~is_repeat)
     step_visitor = ev_visitor[step_first_event]
     steps_per_visitor = np.bincount(step_visitor, minlength=n_visitors)
     step_offset = np.concatenate([[0], np.cumsum(steps_per_visitor)[:-1]])
     position = np.arange(len(step_first_event)) - step_offset[step_visitor]
-    session_start = (position == 0) | (rng.random(len(position)) < P_NEW_SESSION)
+    session_start = opens_session[step_first_event]
+    step_session = np.cumsum(session_start) - 1
+    session_first_step = np.flatnonzero(session_start)
     return ViewSteps(
         n_visitors=n_visitors,
         is_active=np.arange(n_visitors) < cfg.n_active,
@@ -386,8 +458,11 @@ def make_view_steps(rng: np.random.Generator, cfg: Scale, n_views: int) -> ViewS
         steps_per_visitor=steps_per_visitor,
         step_offset=step_offset,
         position=position,
+        session_position=np.arange(len(step_first_event)) - session_first_step[step_session],
         session_start=session_start,
-        step_session=np.cumsum(session_start) - 1,
+        session_end=np.append(session_start[1:], True),
+        step_session=step_session,
+        opens_session=opens_session,
     )
 
 
@@ -395,7 +470,7 @@ def walk_items(rng: np.random.Generator, catalogue: Catalogue, steps: ViewSteps,
     """Item index of every step. Every move a step could make is drawn up front (vectorised);
     `walk` then resolves the moves that depend on earlier steps."""
     n_steps = len(steps.position)
-    kind = step_kinds(rng, steps.position, steps.session_start)
+    kind = step_kinds(rng, steps)
     taste_slot = (rng.random(n_steps)[:, None] > taste_cum[steps.step_visitor]).sum(axis=1)
     jump_cat = np.where(
         kind == POPULAR,
@@ -404,9 +479,11 @@ def walk_items(rng: np.random.Generator, catalogue: Catalogue, steps: ViewSteps,
     )
     jump_item = catalogue.draw_in_category(jump_cat, rng.random(n_steps))
     neighbour_offset = rng.choice(NEIGHBOUR_OFFSETS, size=n_steps, p=NEIGHBOUR_PROBS)
-    # Within a session a return goes a couple of steps back; a new session reaches further.
-    back = np.where(steps.session_start, rng.geometric(0.25, n_steps), rng.geometric(0.5, n_steps)) + 1
-    back = np.minimum(back, steps.position)
+    # Within a session a return mostly goes back two steps (A B A) and stays in the session; a
+    # new session's opening step returns further, into earlier sessions.
+    inside_back = np.where(rng.random(n_steps) < P_BACK_TWO, 2, 2 + rng.geometric(P_BACK_FURTHER, n_steps))
+    back = np.where(steps.session_start, np.minimum(rng.geometric(0.25, n_steps) + 1, steps.position),
+                    np.minimum(inside_back, steps.session_position))
     return walk(catalogue, steps.steps_per_visitor, steps.step_offset, kind, jump_item, neighbour_offset, back)
 
 
@@ -452,16 +529,18 @@ def checkouts(
 
 
 def make_events(rng: np.random.Generator, cfg: Scale, catalogue: Catalogue, available: np.ndarray) -> pl.DataFrame:
-    """events.csv as a frame, sorted by time: views from the visitors' walks, then carts and purchases."""
+    """events.csv as a frame, sorted by time: views from the visitors' walks, carts and purchases,
+    and views of bought items after their purchase."""
     n_tx = round(cfg.n_events * REAL_TRANSACTIONS / REAL_EVENTS)
     n_cart = round(cfg.n_events * REAL_ADDTOCARTS / REAL_EVENTS)
-    n_views = cfg.n_events - n_cart - n_tx
+    n_after = round(n_tx * P_VIEW_AFTER_PURCHASE)
+    n_views = cfg.n_events - n_cart - n_tx - n_after  # views of the walks
 
     steps = make_view_steps(rng, cfg, n_views)
     tastes, taste_cum = pick_tastes(rng, steps.n_visitors, catalogue)
     step_item = walk_items(rng, catalogue, steps, tastes, taste_cum)
     view_ts = view_timestamps(rng, steps.ev_visitor, steps.visitor_first_event, steps.is_repeat,
-                              steps.session_start[steps.ev_step], steps.is_active)
+                              steps.opens_session, steps.is_active)
 
     # Appeal of carting/buying a step's item: taste match and item quality. Only the first step
     # per (session, item) qualifies, and an item unavailable at the time only rarely (a hard
@@ -475,13 +554,20 @@ def make_events(rng: np.random.Generator, cfg: Scale, catalogue: Catalogue, avai
     appeal = np.where(qualifies, catalogue.quality[step_item] * np.where(taste_match, 3.0, 1.0), 0.0)
     carted, bought = choose_purchases(rng, steps, appeal, n_cart, n_tx)
     transactionid, checkout_ts = checkouts(rng, steps, view_ts, bought)
+    revisited = rng.choice(len(bought), size=n_after, replace=len(bought) < n_after)
+    low, high = VIEW_AFTER_PURCHASE_MS
+    high = np.clip(T1_MS - checkout_ts[revisited], low, high)  # within the log
+    delay = np.exp(np.log(low) + rng.random(n_after) * np.log(high / low))
+    revisit_ts = np.minimum(checkout_ts[revisited] + delay.astype(np.int64), T1_MS)
 
     visitorid = rng.permutation(steps.n_visitors).astype(np.int64) + 1  # ids do not reveal activity
-    ts = np.concatenate([view_ts, cart_times(rng, steps, view_ts, carted), checkout_ts])
-    visitor = np.concatenate([steps.ev_visitor, steps.step_visitor[carted], steps.step_visitor[bought]])
-    item = np.concatenate([step_item[steps.ev_step], step_item[carted], step_item[bought]])
-    event = np.repeat(np.array([VIEW, ADDTOCART, TRANSACTION], dtype=np.int8), [n_views, len(carted), len(bought)])
-    txid = np.concatenate([np.full(n_views + len(carted), -1, dtype=np.int64), transactionid])
+    ts = np.concatenate([view_ts, revisit_ts, cart_times(rng, steps, view_ts, carted), checkout_ts])
+    visitor = np.concatenate([steps.ev_visitor, steps.step_visitor[bought[revisited]],
+                              steps.step_visitor[carted], steps.step_visitor[bought]])
+    item = np.concatenate([step_item[steps.ev_step], step_item[bought[revisited]], step_item[carted], step_item[bought]])
+    n_all_views = n_views + n_after
+    event = np.repeat(np.array([VIEW, ADDTOCART, TRANSACTION], dtype=np.int8), [n_all_views, len(carted), len(bought)])
+    txid = np.concatenate([np.full(n_all_views + len(carted), -1, dtype=np.int64), transactionid])
     order = np.lexsort((item, event, visitor, ts))
     frame = pl.DataFrame({
         "timestamp": ts[order].astype(np.int64),

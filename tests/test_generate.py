@@ -42,12 +42,10 @@ def read_properties(folder: Path) -> pl.DataFrame:
     ])
 
 
-def collapsed_steps(events: pl.DataFrame) -> pl.DataFrame:
-    """One row per run of consecutive events of a visitor on one item, with the previous step's item."""
-    ordered = events.sort(["visitorid", "timestamp"], maintain_order=True)
-    new_step = (pl.col("itemid") != pl.col("itemid").shift(1)) | (pl.col("visitorid") != pl.col("visitorid").shift(1))
-    steps = ordered.filter(new_step.fill_null(True)).select("visitorid", "itemid", "timestamp")
-    return steps.with_columns(prev_item=pl.col("itemid").shift(1).over("visitorid"))
+def steps(events: pl.DataFrame) -> pl.DataFrame:
+    """Every event is a step (as downstream): each with its visitor's previous item."""
+    ordered = events.sort(["visitorid", "timestamp"], maintain_order=True).select("visitorid", "itemid", "timestamp")
+    return ordered.with_columns(prev_item=pl.col("itemid").shift(1).over("visitorid"))
 
 
 def test_headers_and_column_order(tiny):
@@ -218,6 +216,14 @@ def test_transactions_follow_carts_and_group_items(small):
     )
     assert (per_id["visitors"] == 1).all() and (per_id["times"] == 1).all()
     assert (per_id["len"] >= 2).sum() > 0.05 * per_id.height  # some checkouts buy several items
+    # A quarter of the buyers come back to view what they bought (13 of 46 in the real sample).
+    views = events.filter(pl.col("event") == "view").select("visitorid", "itemid", view_ts="timestamp")
+    viewed_after = (
+        purchases.join(views, on=["visitorid", "itemid"], how="left")
+        .group_by(["visitorid", "itemid", "timestamp"])
+        .agg((pl.col("view_ts") > pl.col("timestamp")).any().fill_null(False).alias("viewed_after"))
+    )
+    assert 0.15 < viewed_after["viewed_after"].mean() < 0.4
 
 
 def test_sessions_repeats_and_returns(small):
@@ -230,20 +236,37 @@ def test_sessions_repeats_and_returns(small):
     assert (gaps > 3_600_000).mean() > 0.05  # and sessions days apart
     span = views.group_by("visitorid").agg((pl.col("timestamp").max() - pl.col("timestamp").min()).alias("span"))
     assert span["span"].median() > 86_400_000
-    repeats = views.with_columns(rep=(pl.col("itemid") == pl.col("itemid").shift(1)).over("visitorid"))["rep"]
-    assert repeats.drop_nulls().mean() > 0.15
-    steps = collapsed_steps(views)
-    earlier = pl.any_horizontal(
-        [(pl.col("itemid") == pl.col("itemid").shift(k)).over("visitorid").fill_null(False) for k in range(2, 7)]
+    # Within sessions of 3+ views (30 minutes of inactivity end one), repeat views come in runs as
+    # in Retail Rocket (0.51 after a repeat, 0.11 otherwise): some sessions re-view one item, others
+    # browse. tests/test_behaviour.py compares the exact figures with the real sessions.
+    session = ["visitorid", "session"]
+    sessions = (
+        events.filter(pl.col("event") == "view").sort(["visitorid", "timestamp"])
+        .with_columns(session=(pl.col("timestamp").diff() > 1_800_000).fill_null(False).cum_sum().over("visitorid"))
+        .filter(pl.len().over(session) >= 3)
     )
-    assert 0.15 < steps.select(earlier).to_series().mean() < 0.4
+
+    def back(k: int) -> pl.Expr:
+        return (pl.col("itemid") == pl.col("itemid").shift(k)).over(session).fill_null(False)
+
+    flags = sessions.with_columns(rep=back(1), prev_rep=back(1).shift(1).over(session)).drop_nulls("prev_rep")
+    assert 0.15 < flags["rep"].mean() < 0.3
+    assert flags.filter(pl.col("prev_rep"))["rep"].mean() > 0.4
+    assert flags.filter(~pl.col("prev_rep"))["rep"].mean() < 0.2
+    # Returns to an item seen 2-6 views earlier (not the previous one) mostly go two back: A B A.
+    returns = sessions.select(
+        earlier=pl.any_horizontal([back(k) for k in range(2, 7)]) & ~back(1),
+        two_back=back(2) & ~back(1),
+    )
+    assert 0.08 < returns["earlier"].mean() < 0.3
+    assert returns["two_back"].sum() > 0.5 * returns["earlier"].sum()
 
 
 def test_next_item_cooccurrence_beats_popularity(small):
     folder, _ = small
     events = read_events(folder)
     cutoff = events["timestamp"].quantile(0.8)
-    transitions = collapsed_steps(events).drop_nulls("prev_item")
+    transitions = steps(events).drop_nulls("prev_item")
     train = transitions.filter(pl.col("timestamp") < cutoff)
     test = transitions.filter(pl.col("timestamp") >= cutoff)
     top20_next = (
@@ -260,4 +283,6 @@ def test_next_item_cooccurrence_beats_popularity(small):
     pop_hit = test["itemid"].is_in(popular.implode()).mean()
     assert test.height > 5_000
     assert 0.01 < pop_hit < 0.4
+    # Every event is a step, repeats included. The real sessions give 0.33 against 0.015 with
+    # this predictor; generated small ~0.40 against ~0.05.
     assert cooc_hit >= 1.5 * pop_hit
