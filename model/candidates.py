@@ -114,10 +114,19 @@ def union_first(parts: list[np.ndarray], flags: list[int]) -> tuple[np.ndarray, 
 
 def _rank_in(lists: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """1-based position of each candidate in its row's list (len + 1 when absent)."""
-    k = lists.shape[1]
-    match = (cand[:, :, None] == lists[:, None, :]) & (cand[:, :, None] > 0)
-    pos = np.argmax(match, axis=2) + 1
-    return np.where(match.any(axis=2), pos, k + 1)
+    n, k = lists.shape
+    if k == 0:
+        return np.ones(cand.shape, np.int64)
+    # Sorted (row, item) keys of the lists, then one searchsorted for every candidate: O(n C log k)
+    # instead of an [n, C, k] comparison. The first occurrence of a repeated item wins.
+    width = np.int64(max(int(lists.max(initial=0)), int(cand.max(initial=0))) + 1)
+    keys = (np.arange(n, dtype=np.int64)[:, None] * width + lists).ravel()
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    query = np.arange(n, dtype=np.int64)[:, None] * width + cand
+    pos = np.searchsorted(sorted_keys, query).clip(0, len(keys) - 1)
+    found = (sorted_keys[pos] == query) & (cand > 0)
+    return np.where(found, order[pos] % k + 1, k + 1)
 
 
 def history_features(history_idx: np.ndarray, history_action: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:

@@ -142,11 +142,14 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         model=ModelConfig(emb_dim=128, num_layers=1, num_q_heads=4, num_kv_heads=2, key_size=32,
                           widening_factor=2.0, history_len=32, num_candidates=16, retrieval_dim=128),
-        retrieval=TrainConfig(batch_size=128, steps=4_000, learning_rate=1e-2, warmup_steps=100,
+        # Retrieval is one candidate source of four: 2,500 steps reach 97% of 4,000 steps'
+        # validation Recall@100 on the real sessions (0.565 vs 0.582) in 60% of the time, and the
+        # serving refit trains as long again; the ranker is within 0.004 of its best at 250 steps.
+        retrieval=TrainConfig(batch_size=128, steps=2_500, learning_rate=1e-2, warmup_steps=100,
                               eval_every=500, num_negatives=2_048, max_targets=1_024, tokens_per_batch=512,
-                              temperature_init=0.1, patience=2, max_seconds=330),
-        ranking=TrainConfig(batch_size=128, steps=1_000, learning_rate=3e-3, warmup_steps=100, eval_every=250,
-                            patience=2, max_seconds=240, train_candidates=32, max_cases=100_000),
+                              temperature_init=0.1, patience=2, max_seconds=200),
+        ranking=TrainConfig(batch_size=128, steps=500, learning_rate=3e-3, warmup_steps=50, eval_every=250,
+                            patience=2, max_seconds=150, train_candidates=32, max_cases=100_000),
         # The ranker scores ~200 candidates per customer at serving: a narrow one (measured as good
         # as a 128-wide one with frozen retrieval tables on the real sessions, 3x cheaper).
         ranking_model=ModelConfig(emb_dim=64, num_layers=1, num_q_heads=4, num_kv_heads=2, key_size=16,

@@ -208,6 +208,8 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
     if refit:
         raise ValueError("the ranker is stacked on the validation period and has no refit: "
                          "train it without --refit (scoring uses it with stage one fitted on all data)")
+    if freeze_embeddings and not init_from_retrieval:
+        raise ValueError("--freeze-embeddings needs --init-from-retrieval (frozen random tables learn nothing)")
     prof = get_profile(profile)
     tables = load_tables(warehouse_dir, prof)
     retrieval_ckpt = checkpoint_path(checkpoint_dir, "retrieval")

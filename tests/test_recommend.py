@@ -42,7 +42,8 @@ def trained(tmp_path_factory) -> SimpleNamespace:
     con = connect(warehouse)
     try:
         ingest_dir(con, data)
-        build_sequence_tables(con, warehouse, min_user_events=2)
+        # min_item_events=2: some customers saw only rare items (no usable history: the fallback).
+        build_sequence_tables(con, warehouse, min_user_events=2, min_item_events=2)
         # The most active customer: a long history, so the models (not the fallback) decide.
         customer = con.execute("SELECT visitorid FROM events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()[0]
     finally:
