@@ -10,12 +10,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows._common import is_transient, publish_markdown
+from model.candidates import CandidateConfig
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient, cache_policy=NONE)
 def score_and_publish(warehouse_dir: str, checkpoint_dir: str, top_n: int, action_weights: list[float],
                       retrieve_k: int, recent_k: int, exclude_unavailable: bool, exclude_bought: bool,
-                      trending_days: float, keep_runs: int, cooc_k: int = 100, session_k: int = 50,
+                      trending_days: float, keep_runs: int, cooc_k: int = CandidateConfig.cooc_k,
+                      session_k: int = CandidateConfig.session_k,
                       keep_model: bool = False) -> dict:
     """Score every customer and publish the run atomically (a retry starts a fresh run id)."""
     from recs.scoring import score_all_customers
@@ -53,9 +55,11 @@ def summary_markdown(summary: dict) -> str:
 
 @flow(name="score_all")
 def score_all(warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints", top_n: int = 20,
-              action_weights: list[float] = [1.0, 0.5, 1.0], retrieve_k: int = 100, recent_k: int = 32,  # noqa: B006
+              action_weights: list[float] = [1.0, 0.5, 1.0], retrieve_k: int = CandidateConfig.retrieve_k,  # noqa: B006
+              recent_k: int = CandidateConfig.recent_k,
               exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
-              keep_runs: int = 3, cooc_k: int = 100, session_k: int = 50, keep_model: bool = False) -> dict:
+              keep_runs: int = 3, cooc_k: int = CandidateConfig.cooc_k, session_k: int = CandidateConfig.session_k,
+              keep_model: bool = False) -> dict:
     """Top-N for every customer into `recommendations` / `latest_recommendations`.
 
     keep_model: publish the model's lists even when a baseline beats it on validation (the run

@@ -147,7 +147,7 @@ PROFILES: dict[str, Profile] = {
         # serving refit trains as long again; the ranker is within 0.004 of its best at 250 steps.
         retrieval=TrainConfig(batch_size=128, steps=2_500, learning_rate=1e-2, warmup_steps=100,
                               eval_every=500, num_negatives=2_048, max_targets=1_024, tokens_per_batch=512,
-                              temperature_init=0.1, patience=2, max_seconds=200),
+                              temperature_init=0.1, patience=2, max_seconds=170),
         ranking=TrainConfig(batch_size=128, steps=500, learning_rate=3e-3, warmup_steps=50, eval_every=250,
                             patience=2, max_seconds=150, train_candidates=32, max_cases=100_000),
         # The ranker scores ~200 candidates per customer at serving: a narrow one (measured as good

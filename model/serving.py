@@ -37,10 +37,10 @@ DEFAULT_ACTION_WEIGHTS = (1.0, 0.5, 1.0)  # transaction, addtocart, view
 class ServingConfig:
     """Knobs of candidate generation, scoring and business rules."""
 
-    retrieve_k: int = 100
-    cooc_k: int = 100
-    recent_k: int = 32  # distinct recent items offered as candidates
-    session_k: int = 50  # items of similar past sessions offered (with a session index)
+    retrieve_k: int = CandidateConfig.retrieve_k
+    cooc_k: int = CandidateConfig.cooc_k
+    recent_k: int = CandidateConfig.recent_k  # distinct recent items offered as candidates
+    session_k: int = CandidateConfig.session_k  # items of similar past sessions (with a session index)
     top_n: int = 20
     action_weights: tuple[float, float, float] = DEFAULT_ACTION_WEIGHTS
     exclude_unavailable: bool = True

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from model.candidates import CandidateConfig
 from recs.publish import connect_with_retry, new_run_id, publish_run, write_shard
 from recs.warehouse import sequences_dir
 
@@ -168,7 +169,8 @@ class Scorer:
 
 def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
                 top_n: int = 20, action_weights: tuple[float, float, float] | None = None,
-                retrieve_k: int = 100, recent_k: int = 32, cooc_k: int = 100, session_k: int = 50,
+                retrieve_k: int = CandidateConfig.retrieve_k, recent_k: int = CandidateConfig.recent_k,
+                cooc_k: int = CandidateConfig.cooc_k, session_k: int = CandidateConfig.session_k,
                 exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
                 batch_size: int = 256, strategy: str = "model") -> Scorer:
     """Load the serving checkpoints, the sequence tables and the warehouse inputs (read-only);
@@ -205,7 +207,8 @@ def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | P
 
 def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
                         top_n: int = 20, action_weights: tuple[float, float, float] | None = None,
-                        retrieve_k: int = 100, recent_k: int = 32, cooc_k: int = 100, session_k: int = 50,
+                        retrieve_k: int = CandidateConfig.retrieve_k, recent_k: int = CandidateConfig.recent_k,
+                cooc_k: int = CandidateConfig.cooc_k, session_k: int = CandidateConfig.session_k,
                         exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
                         keep_runs: int = 3, chunk_rows: int = 65_536, batch_size: int = 256,
                         run_id: str | None = None, keep_model: bool = False, progress: bool = True) -> dict:
