@@ -20,7 +20,10 @@ DEFAULT_DATA = Path("data") / "generated-small-seed0"
 
 def report_text(paths: dict, evaluation_markdown: str, scoring: dict) -> str:
     """What `recs run` prints at the end: where things are, the evaluation, a query to paste."""
+    from flows.score_all import guard_lines
+
     db = paths["warehouse"] / "recs.duckdb"
+    guard = "\n".join(guard_lines(scoring))
     return f"""
 == recs run: done ==
 data:        {paths['data']}
@@ -32,6 +35,7 @@ Evaluation on the test split (eval_metrics):
 {evaluation_markdown}
 
 Scoring run {scoring['run_id']}: {scoring['n_customers']:,} customers, {scoring['share_fallback']:.1%} on the popularity fallback, {scoring['duration_s']} s.
+{guard}
 
 Query it:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('{db}', read_only=True).sql('SELECT customer_id, rank, item_id, round(score, 3) AS score, source FROM latest_recommendations WHERE customer_id = (SELECT min(customer_id) FROM latest_recommendations) ORDER BY rank'))"
