@@ -425,3 +425,40 @@ def test_gzip_truncated_after_clean_blocks_fails_naming_it_and_keeps_previous_ta
         ingest_dir(con, data)
     assert tables(con) == before
     con.close()
+
+
+def file_data_lines(path: Path) -> int:
+    """The file's own count of data lines: every line after the header up to the last non-blank
+    one (a blank line inside the data is a bad row; trailing blank lines are not rows), read as
+    bytes, without CSV parsing, so nothing the ingest does can agree with it by construction."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        lines = f.read().splitlines()[1:]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return len(lines)
+
+
+@pytest.mark.parametrize("source", ["bad_rows", "asof", "events_only", "real_sample", "generated_tiny"])
+def test_every_data_line_of_the_file_is_loaded_or_quarantined(tmp_path, shared_data, source):
+    """rows read = loaded + quarantined, where 'read' is the number of data lines in the file and
+    loaded / quarantined are the rows in `events` / `quarantine_events`."""
+    if source == "real_sample":
+        data = shared_data / "retailrocket-sample"
+        if not (data / "events.csv").exists():
+            pytest.skip(f"no real Retail Rocket sample at {data}")
+    elif source == "generated_tiny":
+        from recs.generate import generate
+
+        data = tmp_path / "data"
+        generate(data, scale="tiny", seed=3)
+    else:
+        data = FIXTURES / source
+    events_file = data / "events.csv" if (data / "events.csv").exists() else data / "events.csv.gz"
+    expected = file_data_lines(events_file)
+    con, report = ingest_fresh(tmp_path / "warehouse", data)
+    [(loaded,)] = rows(con, "SELECT count(*) FROM events")
+    [(quarantined,)] = rows(con, "SELECT count(*) FROM quarantine_events")
+    con.close()
+    assert loaded + quarantined == expected == report["rows_read"], (loaded, quarantined, expected)
+    assert (report["rows_loaded"], report["rows_quarantined"]) == (loaded, quarantined)

@@ -84,9 +84,54 @@ def test_half_plus_restart_plus_half_equals_straight(tmp_path):
     assert tree_allclose(straight.params, second.params, atol=1e-6)
 
 
-def test_sigkill_mid_training_then_resume_matches_straight(tmp_path):
+class KillBeforeBatch:
+    """An iterator that SIGKILLs its own process when the training loop asks for batch `at`: the
+    steps since the last checkpoint are lost, as when a machine dies."""
+
+    def __init__(self, inner, start: int, at: int):
+        self.inner, self.position, self.at = inner, start, at
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.position == self.at:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.position += 1
+        return next(self.inner)
+
+
+def killing_loader_factory(source, at: int):
+    make = loader_factory(source)
+    return lambda start: KillBeforeBatch(make(start), start, at)
+
+
+def test_sigkill_between_checkpoints_then_resume_matches_straight(tmp_path):
     straight = fit(regression_task(), CFG, loader_factory(RegressionBatches(40)), tmp_path / "a", progress=False)
-    # A child process trains to step 23 and dies hard (no cleanup), between checkpoints.
+    # A child process trains 23 steps (checkpoints every 5) and is SIGKILLed when it asks for
+    # the 24th batch: steps 21-23 exist in no checkpoint.
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})
+        from test_train import regression_task, killing_loader_factory, RegressionBatches, CFG
+        from model.train import fit
+        fit(regression_task(), CFG, killing_loader_factory(RegressionBatches(40), at=23), {str(tmp_path / 'b')!r},
+            progress=False)
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -9  # killed, not finished
+    latest = sorted(int(p.name) for p in (tmp_path / "b" / "latest").iterdir() if p.name.isdigit())
+    assert latest[-1] == 20  # the progress after step 20 was lost
+    resumed = fit(regression_task(), CFG, loader_factory(RegressionBatches(40)), tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 20 and resumed.step == 40
+    assert tree_allclose(straight.params, resumed.params, atol=1e-6)
+
+
+def test_stop_after_then_resume_matches_straight_in_another_process(tmp_path):
+    straight = fit(regression_task(), CFG, loader_factory(RegressionBatches(40)), tmp_path / "a", progress=False)
+    # A child process trains to step 23, checkpoints it (stop_after) and exits hard (no cleanup).
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})
