@@ -244,13 +244,21 @@ def _close_checkpointed(con: duckdb.DuckDBPyConnection, db: Path) -> None:
 
 
 def _publish_snapshot(warehouse_dir: Path, snapshot: Path) -> None:
-    """Make `snapshot` the current one: the single rename every reader sees as the change."""
+    """Make `snapshot` the current one: the single rename every reader sees as the change.
+
+    Until the rename nothing is visible; once it is done the snapshot is published, whatever
+    happens after (`_link_entries`)."""
     db = snapshot / DB_FILENAME
     if db.exists():
         os.chmod(db, 0o444)  # published files are never written again (keeps other tools off it)
         _fsync(db)
     _fsync(snapshot)
     _replace_symlink(warehouse_dir / CURRENT_LINK, f"{SNAPSHOTS_DIR}/{snapshot.name}")
+
+
+def _link_entries(warehouse_dir: Path, snapshot: Path) -> None:
+    """The fixed `recs.duckdb` / `sequences` symlinks through `.current` (after a first publish
+    or an adoption replaced the old layout's plain file and directory)."""
     for name in (DB_FILENAME, SEQUENCES_NAME):
         # Only entries the snapshot has: a dangling `sequences` link would trip copies
         # (shutil.copytree) of a warehouse that was never built.
@@ -317,6 +325,7 @@ def _adopt_old_layout(warehouse_dir: Path, timeout_s: float, poll_s: float) -> N
     if version is not None:
         os.symlink(f"../../{SEQUENCE_VERSIONS_DIR}/{version}", snapshot / SEQUENCES_NAME)
     _publish_snapshot(warehouse_dir, snapshot)
+    _link_entries(warehouse_dir, snapshot)
     # After recs.duckdb became the symlink: a reader opening the old file meanwhile still had it.
     _wal(db).unlink(missing_ok=True)
     log.info("adopted the old warehouse layout of %s into snapshot %s", warehouse_dir, snapshot.name)
@@ -402,21 +411,29 @@ class WarehouseWriter:
         if self._con is None:
             return
         con, self._con = self._con, None
-        assert self.snapshot_dir is not None
+        snapshot = self.snapshot_dir
+        assert snapshot is not None
         try:
-            _close_checkpointed(con, self.snapshot_dir / DB_FILENAME)
+            _close_checkpointed(con, snapshot / DB_FILENAME)
             if self._sequences is not None:
-                os.symlink(f"../../{SEQUENCE_VERSIONS_DIR}/{self._sequences}", self.snapshot_dir / SEQUENCES_NAME)
+                os.symlink(f"../../{SEQUENCE_VERSIONS_DIR}/{self._sequences}", snapshot / SEQUENCES_NAME)
             if self.before_publish is not None:
-                self.before_publish(self.snapshot_dir)
-            _publish_snapshot(self.warehouse_dir, self.snapshot_dir)
+                self.before_publish(snapshot)
+            _publish_snapshot(self.warehouse_dir, snapshot)
         except BaseException:
             self.discard()
             raise
+        # Published: nothing below may throw the snapshot or its sequences away (discard() after
+        # close() is a no-op).
+        self.snapshot_dir = None
+        keep = {self._sequences, self._previous_sequences}
+        self._previous_sequences = self._sequences
         try:
-            _collect_garbage(self.warehouse_dir, {self._sequences, self._previous_sequences})
-        except OSError as exc:  # published already: leftovers go with the next writer
-            log.warning("could not remove old snapshots of %s: %s", self.warehouse_dir, exc)
+            _link_entries(self.warehouse_dir, snapshot)
+            try:
+                _collect_garbage(self.warehouse_dir, keep)
+            except OSError as exc:  # leftovers go with the next writer
+                log.warning("could not remove old snapshots of %s: %s", self.warehouse_dir, exc)
         finally:
             self._release()
 
@@ -453,6 +470,8 @@ class WarehouseWriter:
         # nobody finished on purpose.
         try:
             if self._lock is not None:
+                log.warning("a writer of %s was never closed: its writes are discarded (close() publishes)",
+                            self.warehouse_dir)
                 self.discard()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass

@@ -287,6 +287,16 @@ def test_a_writer_that_raises_publishes_nothing(tmp_path):
     assert len(snapshots(tmp_path)) == 1
 
 
+def test_closing_inside_a_block_that_then_raises_keeps_what_was_published(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with connect(tmp_path) as con:
+            con.execute("CREATE TABLE t AS SELECT 1 AS x")
+            con.close()  # published here: the discard on the way out must not undo it
+            1 / 0
+    assert query(tmp_path, "SELECT x FROM t") == [(1,)]
+    assert len(snapshots(tmp_path)) == 1
+
+
 # ------------------------------------------------------------------------------------------
 # Warehouses from before snapshots
 # ------------------------------------------------------------------------------------------
