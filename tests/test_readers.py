@@ -297,6 +297,19 @@ def test_closing_inside_a_block_that_then_raises_keeps_what_was_published(tmp_pa
     assert len(snapshots(tmp_path)) == 1
 
 
+def test_a_bare_duckdb_connection_cannot_build(tmp_path):
+    """The build publishes its parquet with the writer's snapshot: without one it would have to
+    swap the directory on its own again."""
+    from recs.sequences import build_sequence_tables
+    from tests.test_sequences import VIEW, Event, insert_events
+
+    with duckdb.connect() as con:
+        insert_events(con, [Event(i * 1000, 1, VIEW, i % 3) for i in range(1, 11)])
+        with pytest.raises(TypeError, match="needs a warehouse writer"):
+            build_sequence_tables(con, tmp_path, min_user_events=1, min_item_events=1)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------
 # Warehouses from before snapshots
 # ------------------------------------------------------------------------------------------
