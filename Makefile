@@ -25,4 +25,5 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
 
 clean:
-	rm -rf warehouse/recs.duckdb* warehouse/sequences checkpoints/*/ data/
+	rm -rf warehouse/recs.duckdb* warehouse/sequences warehouse/.current warehouse/.snapshots warehouse/.sequences \
+		warehouse/.writer.lock checkpoints/*/ data/

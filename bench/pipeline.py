@@ -15,6 +15,7 @@ import argparse
 import json
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -38,8 +39,7 @@ def run_ours(data_dir: Path, work_dir: Path) -> dict:
     from recs.warehouse import connect
 
     warehouse = work_dir / "warehouse_ours"
-    for p in sorted(warehouse.glob("**/*"), reverse=True):
-        p.unlink() if p.is_file() else p.rmdir()
+    shutil.rmtree(warehouse, ignore_errors=True)  # a fresh warehouse (snapshots, symlinks and all)
     start = time.perf_counter()
     # One connection per stage, as the flows (and `recs run`) open them.
     con = connect(warehouse)

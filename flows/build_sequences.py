@@ -21,11 +21,10 @@ def build_tables(warehouse_dir: str, params: dict[str, Any]) -> dict[str, Any]:
     """Build the sequence tables of one warehouse (one writer connection, closed on return)."""
     if not db_path(warehouse_dir).exists():
         raise FileNotFoundError(f"no warehouse at {db_path(warehouse_dir)}: run `recs ingest` first")
-    con = connect(warehouse_dir)
-    try:
+    # Leaving the block publishes the DuckDB tables and the parquet directory together; a
+    # failure discards both.
+    with connect(warehouse_dir) as con:
         return build_sequence_tables(con, warehouse_dir, **params)
-    finally:
-        con.close()
 
 
 @flow(name="build_sequences")

@@ -25,9 +25,11 @@ def compute_metrics(warehouse_dir: str, checkpoint_dir: str, profile: str, split
 
 @task(retries=3, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
 def write_metrics(warehouse_dir: str, run_id: str, rows: list[dict]) -> int:
-    """Append the rows under `run_id` (re-writing the same run id replaces it)."""
-    con = connect_with_retry(warehouse_dir)
-    try:
+    """Append the rows under `run_id` (re-writing the same run id replaces it).
+
+    One writer session: readers see all of the run's rows from the publish on, or none (a
+    failure discards the private copy)."""
+    with connect_with_retry(warehouse_dir) as con:
         run_sql(con, "marts/eval_metrics")
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         con.execute("BEGIN TRANSACTION")
@@ -36,8 +38,6 @@ def write_metrics(warehouse_dir: str, run_id: str, rows: list[dict]) -> int:
                         [[run_id, r["model"], r["split"], r["metric"], r["k"], r["value"], r["section"], now]
                          for r in rows])
         con.execute("COMMIT")
-    finally:
-        con.close()
     return len(rows)
 
 

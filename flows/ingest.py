@@ -1,7 +1,8 @@
 """Prefect flow `ingest`: Retail Rocket CSVs -> DuckDB warehouse (see recs.ingest).
 
-Thin: one task loads everything in one transaction, the flow checks that no row was lost,
-then a second task appends the run to ingest_runs and a markdown artifact summarises it.
+Thin: one task loads everything in one transaction of one writer session (published when it
+closes, recs/warehouse.py), the flow checks that no row was lost, then a second task appends the
+run to ingest_runs and a markdown artifact summarises it.
 """
 from __future__ import annotations
 
@@ -23,26 +24,28 @@ def load_warehouse(data_dir: str, warehouse_dir: str, plausible_window_days: int
     locate_inputs(Path(data_dir))  # fail on a missing events.csv before opening the warehouse
     con = connect(warehouse_dir)
     try:
-        return ingest_dir(con, Path(data_dir), plausible_window_days=plausible_window_days)
+        report = ingest_dir(con, Path(data_dir), plausible_window_days=plausible_window_days)
     except (FileNotFoundError, ValueError) as exc:
         # Re-raised below as a bare copy: the original's traceback frames hold the connection,
         # which Prefect's failed state would keep alive until exit (nanobind then prints pages
         # of "leaked" warnings after the CLI's one-line error).
         bad_input = type(exc)(*exc.args)
-    finally:
-        con.close()
-        del con
+    except BaseException:
+        con.discard()
+        raise
+    else:
+        con.close()  # publishes: readers see the new tables from here on
+        return report
+    con.discard()  # nothing to publish: readers keep the previous tables
+    del con
     raise bad_input
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NONE)
 def record_run(warehouse_dir: str, report: dict, run_id: str) -> None:
     """Append this run's counts to ingest_runs."""
-    con = connect(warehouse_dir)
-    try:
+    with connect(warehouse_dir) as con:
         record_ingest_run(con, report, run_id)
-    finally:
-        con.close()
 
 
 @task(cache_policy=NONE)

@@ -26,7 +26,7 @@ from model.retrieval import make_retrieval_model
 from model.transformer import weight_decay_mask
 from model.train import FitResult, OptimConfig, TrainTask, fit, load_best_params
 from recs.sequences import SPLITS, read_meta
-from recs.warehouse import sequences_dir
+from recs.warehouse import pinned_sequences_dir
 
 VALIDATION_ROWS = 2_000  # validation examples scored at each eval (deterministic subset)
 ALL = "all"  # the pseudo-split of a refit: train + val + test
@@ -86,8 +86,9 @@ def concat_splits(parts: list[SplitArrays]) -> SplitArrays:
 
 def load_tables(warehouse_dir: str | Path, profile: Profile, *, refit: bool = False) -> SequenceTables:
     """The sequence tables at the profile's history length; with refit, an `all` split too."""
-    meta = read_meta(warehouse_dir)
-    tables = SequenceTables.load(sequences_dir(warehouse_dir), splits=SPLITS, history_len=profile.model.history_len,
+    root = pinned_sequences_dir(warehouse_dir)  # every table and meta.json of one build
+    meta = read_meta(warehouse_dir, root)
+    tables = SequenceTables.load(root, splits=SPLITS, history_len=profile.model.history_len,
                                  window_len=int(meta.get("max_candidates", 16)),
                                  popularity="n_events" if refit else "n_train_events")
     if refit:

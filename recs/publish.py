@@ -1,19 +1,20 @@
 """Atomic publish of a scoring run into the warehouse.
 
 Scoring writes parquet shards into `warehouse/recommendations/_staging/<run_id>/` without
-touching the database. Publishing is one short transaction: insert the shards into
-`recommendations`, insert the run's row into `recommendation_runs`, prune old runs, commit.
-`latest_recommendations` is a view over the newest run in `recommendation_runs`, so a reader sees
-either the previous run or the new one in full: never a partial run. A crash before the commit
-leaves the database as it was (DuckDB rolls the open transaction back on restart).
+touching the database. Publishing is one short writer session (recs/warehouse.py): insert the
+shards into `recommendations`, insert the run's row into `recommendation_runs`, prune old runs,
+commit, and publish the snapshot. `latest_recommendations` is a view over the newest run in
+`recommendation_runs`, and a reader opens a whole snapshot, so it sees either the previous run or
+the new one in full: never a partial run. A crash before the publish leaves the warehouse as it
+was.
 
-DuckDB lets one process hold a file for writing while no other process has it open, so writers
-open late and close early, and both sides retry while the other holds the lock.
+Writers work on a private copy of the database and publish it with one rename, so a reader
+(DuckDB CLI, notebook, BI tool) holding `recs.duckdb` open never blocks them; writers wait for
+each other on the writer lock.
 """
 from __future__ import annotations
 
 import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recs.warehouse import db_path, run_sql
+from recs.warehouse import connect_read_only, open_writer, run_sql
 
 RECOMMENDATION_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -64,19 +65,12 @@ def write_shard(table: pa.Table, warehouse_dir: str | Path, run_id: str, shard: 
 
 def connect_with_retry(warehouse_dir: str | Path, read_only: bool = False, timeout_s: float = 120.0,
                        poll_s: float = 0.2) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting while another process holds a conflicting lock."""
-    path = db_path(warehouse_dir)
-    if read_only and not path.exists():
-        raise FileNotFoundError(f"no warehouse at {path}: run `recs ingest` first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(poll_s)
+    """Open the warehouse, waiting up to timeout_s: a writer waits for the writer lock and gets
+    a `WarehouseWriter` (published when closed); a reader gets a read-only connection to the
+    current snapshot."""
+    if read_only:
+        return connect_read_only(warehouse_dir, timeout_s=timeout_s, poll_s=poll_s)
+    return open_writer(warehouse_dir, timeout_s=timeout_s, poll_s=poll_s)
 
 
 GUARD_COLUMNS = {"strategy": "VARCHAR", "val_recall20": "DOUBLE", "val_mrr20": "DOUBLE", "baseline": "VARCHAR",
@@ -94,7 +88,7 @@ def ensure_recommendation_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def publish_run(warehouse_dir: str | Path, run_id: str, summary: dict, keep_runs: int = 3,
                 before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict:
-    """Make a staged run visible in one transaction; keep the newest `keep_runs` runs.
+    """Make a staged run visible in one publish; keep the newest `keep_runs` runs.
 
     `summary` fills the run's row in `recommendation_runs` (model_version, n_customers,
     share_fallback, duration_s, top_n, generated_at). Returns the row as published.
@@ -115,8 +109,9 @@ def publish_run(warehouse_dir: str | Path, run_id: str, summary: dict, keep_runs
         "top_n": int(summary.get("top_n", 0)),
         **{name: summary.get(name) for name in GUARD_COLUMNS},
     }
-    con = connect_with_retry(warehouse_dir)
-    try:
+    # Leaving the block publishes the snapshot (readers switch to the new run); an exception,
+    # the before_commit hook's included, discards it.
+    with connect_with_retry(warehouse_dir) as con:
         ensure_recommendation_tables(con)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -141,7 +136,5 @@ def publish_run(warehouse_dir: str | Path, run_id: str, summary: dict, keep_runs
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    finally:
-        con.close()
     shutil.rmtree(shards, ignore_errors=True)
     return row

@@ -9,8 +9,12 @@ steps are one contiguous slice, so every list column is a gather by offsets (no 
 Python loop, no self-join). The all-SQL version (window functions + list aggregation) took
 over twice as long at full scale, mostly in list-of-struct aggregation and sorting lists.
 
-Publishing is atomic: parquet goes to a temporary directory, item_index / customer_index /
-sequence_meta are replaced in one transaction, and only then the directory is swapped in.
+Publishing is atomic: the build runs on a `recs.warehouse.WarehouseWriter`. Parquet goes to a
+fresh `.sequences/<version>/` directory nobody refers to yet, item_index / customer_index /
+sequence_meta are replaced in one transaction of the writer's private database copy, and the
+directory is staged with the writer: when it closes, one rename of the `.current` snapshot
+pointer publishes the tables and `sequences/` together. There is no moment (and no crash point)
+at which a reader finds the new parquet beside the old tables or the other way round.
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +33,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from recs.warehouse import duckdb_setting, read_sql, run_sql, sequences_dir, table_exists
+from recs.warehouse import WarehouseWriter, duckdb_setting, read_sql, run_sql, sequences_dir, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +99,10 @@ def split_path(warehouse_dir: str | Path, split: str) -> Path:
     return sequences_dir(warehouse_dir) / split
 
 
-def read_meta(warehouse_dir: str | Path) -> dict[str, Any]:
-    """The last build's `sequences/meta.json` (cutoffs, parameters, row counts)."""
-    path = sequences_dir(warehouse_dir) / META_FILENAME
+def read_meta(warehouse_dir: str | Path, root: Path | None = None) -> dict[str, Any]:
+    """The last build's `sequences/meta.json` (cutoffs, parameters, row counts); of `root` (a
+    `recs.warehouse.pinned_sequences_dir`) when given."""
+    path = (root or sequences_dir(warehouse_dir)) / META_FILENAME
     if not path.exists():
         raise FileNotFoundError(f"no sequence tables at {path.parent}: run `recs build` first")
     return json.loads(path.read_text())
@@ -682,13 +686,15 @@ def _publish_tables(con: duckdb.DuckDBPyConnection, meta: dict[str, Any]) -> Non
         raise
 
 
-def _swap_into_place(new_dir: Path, final_dir: Path) -> None:
-    """Replace `final_dir` by `new_dir` with two renames (same filesystem), then delete the old."""
-    old_dir = final_dir.with_name(f".{final_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    if final_dir.exists():
-        os.replace(final_dir, old_dir)
-    os.replace(new_dir, final_dir)
-    shutil.rmtree(old_dir, ignore_errors=True)
+def _writer_of(con: duckdb.DuckDBPyConnection, warehouse_dir: str | Path) -> WarehouseWriter:
+    """The writer session the build publishes its parquet with (a bare DuckDB connection cannot
+    publish the directory and its tables together)."""
+    if not isinstance(con, WarehouseWriter):
+        raise TypeError("build_sequence_tables needs a warehouse writer, recs.warehouse.connect(warehouse_dir): "
+                        "it publishes the parquet directory with the DuckDB tables")
+    if os.path.realpath(con.warehouse_dir) != os.path.realpath(warehouse_dir):
+        raise ValueError(f"the writer is of {con.warehouse_dir}, not of {warehouse_dir}")
+    return con
 
 
 def _cleanup(con: duckdb.DuckDBPyConnection) -> None:
@@ -716,9 +722,11 @@ def build_sequence_tables(
 ) -> dict[str, Any]:
     """Build `warehouse_dir/sequences/` and the item_index / customer_index / sequence_meta tables.
 
-    `con` is a writable connection to the warehouse holding `events` and `items`. Returns a
-    report: cutoffs, parameters, row counts per table and `seconds`. A failure leaves the
-    previous sequence tables and DuckDB tables as they were.
+    `con` is a writer of the warehouse (`recs.warehouse.connect(warehouse_dir)`) holding `events`
+    and `items`; the new tables and `sequences/` become visible together when it is closed (a
+    reader of this process sees them from then on too). Returns a report: cutoffs, parameters,
+    row counts per table and `seconds`. A failure leaves the previous sequence tables and DuckDB
+    tables as they were.
     """
     params = dict(
         min_user_events=min_user_events,
@@ -731,10 +739,11 @@ def build_sequence_tables(
     validate_params(**params)
     params["collapse_repeats"] = bool(collapse_repeats)
     _require_inputs(con)
+    writer = _writer_of(con, warehouse_dir)
     started = time.perf_counter()
     final_dir = sequences_dir(warehouse_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = final_dir.with_name(f".{final_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp_dir = writer.new_sequences_dir()
+    staged = False
     # The exports rely on DuckDB keeping the Arrow tables' row order (sorting lists is costly).
     with duckdb_setting(con, "preserve_insertion_order", True):
         try:
@@ -772,9 +781,11 @@ def build_sequence_tables(
             }
             (tmp_dir / META_FILENAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             _publish_tables(con, meta)
-            _swap_into_place(tmp_dir, final_dir)
+            writer.stage_sequences(tmp_dir)  # becomes `sequences/` when the writer publishes
+            staged = True
         finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            if not staged:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
             _cleanup(con)
     report = {**meta, "sequences_dir": str(final_dir), "seconds": round(time.perf_counter() - started, 3)}
     log.info("built sequence tables: %s", report)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from recs.publish import connect_with_retry, publish_run, staging_dir, write_shard
+from recs.warehouse import open_writer
 from tests.warehouse_queries import query
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,19 +87,29 @@ def test_other_connection_never_sees_an_uncommitted_run(tmp_path):
     seen = {}
 
     def peek(con):
-        # A second connection of the same database (another reader) mid-transaction.
-        other = duckdb.connect(str(tmp_path / "recs.duckdb"))
+        # A reader opening the warehouse the way users do, mid-transaction.
+        other = duckdb.connect(str(tmp_path / "recs.duckdb"), read_only=True)
         seen["during"] = other.execute("SELECT run_id, count(*) FROM latest_recommendations GROUP BY 1").fetchall()
         other.close()
+        con.execute("COMMIT")
+        con.execute("BEGIN TRANSACTION")
+        # Committed in the writer's private copy, not published yet: still the old run.
+        seen["committed"] = latest(tmp_path)
 
     stage_and_publish(tmp_path, "new", n_customers=6, before_commit=peek)
     assert seen["during"] == [("old", 12)]
+    assert seen["committed"] == [("old", 12, 4)]
     assert latest(tmp_path) == [("new", 18, 6)]
 
 
-@pytest.mark.parametrize("crash_point", ["after_shards", "inside_transaction"])
+@pytest.mark.parametrize("crash_point", ["after_shards", "inside_transaction", "after_commit", "before_publish"])
 def test_process_crash_leaves_previous_run_fully_visible(tmp_path, crash_point):
     stage_and_publish(tmp_path, "good", n_customers=4)
+    # after_commit: committed in the writer's private copy; before_publish: that copy complete and
+    # closed, the rename that publishes it not done.
+    hooks = {"inside_transaction": "lambda con: os._exit(9)",
+             "after_commit": "lambda con: (con.execute('COMMIT'), os._exit(9))",
+             "before_publish": "lambda con: setattr(con, 'before_publish', lambda snapshot: os._exit(9))"}
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})
@@ -109,7 +120,7 @@ def test_process_crash_leaves_previous_run_fully_visible(tmp_path, crash_point):
         write_shard(fake_run("crashed", 50), wh, "crashed", 0)
         if {crash_point!r} == "after_shards":
             os._exit(9)
-        publish_run(wh, "crashed", {{"n_customers": 50}}, before_commit=lambda con: os._exit(9))
+        publish_run(wh, "crashed", {{"n_customers": 50}}, before_commit={hooks.get(crash_point)})
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
@@ -117,9 +128,11 @@ def test_process_crash_leaves_previous_run_fully_visible(tmp_path, crash_point):
     con = connect_with_retry(tmp_path, read_only=True)
     assert con.execute("SELECT count(*) FROM recommendations WHERE run_id = 'crashed'").fetchone()[0] == 0
     con.close()
-    # The next run publishes normally over the leftovers.
+    # The next run publishes normally over the leftovers (no stale lock: it gets it at once).
+    open_writer(tmp_path, timeout_s=2).discard()
     stage_and_publish(tmp_path, "next", n_customers=3)
     assert latest(tmp_path) == [("next", 9, 3)]
+    assert len(list((tmp_path / ".snapshots").iterdir())) == 1
 
 
 def test_read_only_reader_in_another_process_only_sees_complete_runs(tmp_path):

@@ -134,7 +134,7 @@ def test_customer_missing_from_the_run_gets_the_live_fallback(trained, scored, t
     """A customer whose first event came after the run (and the build): popularity fallback,
     the same list every customer without usable history got in the run."""
     warehouse = tmp_path / "warehouse"
-    shutil.copytree(trained.warehouse, warehouse)
+    shutil.copytree(trained.warehouse, warehouse, symlinks=True)
     con = connect_with_retry(warehouse)
     try:
         # Earliest timestamp: the trending window (the log's last days) is unchanged.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recs.sequences import SPLITS, TABLES, build_sequence_tables, read_meta, split_path
-from recs.warehouse import db_path
+from recs.warehouse import connect, db_path
 
 VIEW, CART, BUY = "view", "addtocart", "transaction"
 RANK = {VIEW: 0, CART: 1, BUY: 2}
@@ -75,21 +76,20 @@ def insert_events(con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> No
 def make_warehouse(root: Path, events: Sequence[Event]) -> Path:
     """A warehouse directory whose recs.duckdb holds `events` and `items`."""
     warehouse = root / "warehouse"
-    warehouse.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(db_path(warehouse))) as con:
+    with connect(warehouse) as con:
         insert_events(con, events)
     return warehouse
 
 
 def append_events(warehouse: Path, events: Sequence[Event]) -> None:
     """Add events to an existing warehouse (a later ingest)."""
-    with duckdb.connect(str(db_path(warehouse))) as con:
+    with connect(warehouse) as con:
         insert_events(con, events)
 
 
 def build(warehouse: Path, **params) -> dict:
-    """Run the build on its own connection, as the flow does."""
-    with duckdb.connect(str(db_path(warehouse))) as con:
+    """Run the build on its own writer, as the flow does."""
+    with connect(warehouse) as con:
         return build_sequence_tables(con, warehouse, **params)
 
 
@@ -436,7 +436,13 @@ def test_rerun_is_idempotent_and_a_failed_build_keeps_the_previous_tables(tmp_pa
         build(warehouse, **{**params, "min_user_events": 10_000})
     after_failure = read_all(warehouse)
     assert all(first[k].equals(after_failure[k]) for k in TABLES) and first["meta"] == after_failure["meta"]
-    assert sorted(p.name for p in warehouse.iterdir()) == ["recs.duckdb", "sequences"]  # no temp dirs left
+    # No temporary directories left: one snapshot, the sequence versions of this build and the
+    # one before it (kept for readers that resolved `sequences/` just before the last publish).
+    assert sorted(p.name for p in warehouse.iterdir()) == [
+        ".current", ".sequences", ".snapshots", ".writer.lock", "recs.duckdb", "sequences"]
+    assert [p.name for p in (warehouse / ".snapshots").iterdir()] == [os.readlink(warehouse / ".current").split("/")[-1]]
+    assert len(list((warehouse / ".sequences").iterdir())) == 2
+    assert (warehouse / "sequences").resolve().parent == (warehouse / ".sequences").resolve()
     with duckdb.connect(str(db_path(warehouse)), read_only=True) as con:
         assert con.execute("SELECT min_user_events FROM sequence_meta").fetchall() == [(5,)]
 
@@ -472,7 +478,7 @@ def test_ids_stay_stable_when_events_arrive_and_items_leave_the_vocabulary(tmp_p
         ]
 
     # A re-ingest without visitor 20: the id stays reserved, with zero counts and no history.
-    with duckdb.connect(str(db_path(warehouse))) as con:
+    with connect(warehouse) as con:
         con.execute("DELETE FROM events WHERE visitorid = 20")
     build(warehouse, min_user_events=1, min_item_events=2)
     assert rows(warehouse, "customers")[1] == {

@@ -88,13 +88,10 @@ def build_warehouse(data_dir: Path, warehouse_dir: Path, *, min_user_events: int
     from recs.sequences import build_sequence_tables
     from recs.warehouse import connect
 
-    con = connect(warehouse_dir)
-    try:
+    with connect(warehouse_dir) as con:
         ingest_dir(con, data_dir)
         return build_sequence_tables(con, warehouse_dir, min_user_events=min_user_events,
                                      min_item_events=min_item_events)
-    finally:
-        con.close()
 
 
 def rebuild_sequences(warehouse_dir: Path, **params: Any) -> dict:
@@ -102,16 +99,14 @@ def rebuild_sequences(warehouse_dir: Path, **params: Any) -> dict:
     from recs.sequences import build_sequence_tables
     from recs.warehouse import connect
 
-    con = connect(warehouse_dir)
-    try:
+    with connect(warehouse_dir) as con:
         return build_sequence_tables(con, warehouse_dir, **params)
-    finally:
-        con.close()
 
 
 def copy_warehouse(warehouse_dir: Path, dest: Path) -> Path:
-    """A private copy of a warehouse directory (DuckDB file and sequence tables)."""
-    shutil.copytree(warehouse_dir, dest)
+    """A private copy of a warehouse directory (DuckDB file and sequence tables). Symlinks are
+    copied as symlinks: they are relative, so the copy's point into the copy."""
+    shutil.copytree(warehouse_dir, dest, symlinks=True)
     return dest
 
 
