@@ -21,3 +21,14 @@ def publish_markdown(markdown: str, key: str, description: str) -> None:
         create_markdown_artifact(markdown=markdown, key=key, description=description)
     except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to attach it
         pass
+
+
+def training_writer(warehouse_dir: str, model: str):
+    """The metric writer a training task gives `fit`: rows into the warehouse table
+    `training_metrics` (recs/training_metrics.py) and one line per step in the Prefect run log."""
+    from prefect import get_run_logger
+
+    from model.train import LoggingWriter, MultiWriter
+    from recs.training_metrics import WarehouseMetricWriter
+
+    return MultiWriter([WarehouseMetricWriter(warehouse_dir, model), LoggingWriter(get_run_logger())])

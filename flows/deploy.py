@@ -41,8 +41,13 @@ def validate_timezone(timezone: str) -> str:
 
 def build_deployments(cron: str = "0 2 * * *", retrain_cron: str = "0 3 * * 0", timezone: str = "UTC",
                       warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
-                      data_dir: str | None = None, profile: str = "cpu") -> list:
+                      data_dir: str | None = None, profile: str = "cpu", nightly_parameters: dict | None = None,
+                      weekly_parameters: dict | None = None) -> list:
     """[nightly-scoring, weekly-retrain] RunnerDeployments (not yet registered).
+
+    nightly_parameters / weekly_parameters: more parameters of flow `score_all` / `retrain`
+    (the config file's [score_all] / [retrain] sections); the paths, data_dir and profile given
+    here win.
 
     Raises ValueError for a bad cron string, timezone or profile, FileNotFoundError when
     data_dir has no events.csv: before anything is registered or served.
@@ -69,12 +74,13 @@ def build_deployments(cron: str = "0 2 * * *", retrain_cron: str = "0 3 * * 0", 
     from flows.score_all import score_all
 
     nightly = score_all.to_deployment(
-        name=NIGHTLY, schedule=Cron(cron, timezone=timezone), parameters=dict(paths), concurrency_limit=1,
+        name=NIGHTLY, schedule=Cron(cron, timezone=timezone), parameters={**(nightly_parameters or {}), **paths},
+        concurrency_limit=1,
         tags=["recs"], entrypoint_type=EntrypointType.MODULE_PATH,
         description="Top-N recommendations for every customer with the current serving checkpoints.")
     weekly = retrain.to_deployment(
         name=WEEKLY, schedule=Cron(retrain_cron, timezone=timezone),
-        parameters={**paths, "data_dir": data, "profile": profile}, concurrency_limit=1,
+        parameters={**(weekly_parameters or {}), **paths, "data_dir": data, "profile": profile}, concurrency_limit=1,
         tags=["recs"], entrypoint_type=EntrypointType.MODULE_PATH,
         description="Rebuild sequences, retrain and evaluate both models, refit on all data, rescore.")
     return [nightly, weekly]
@@ -100,13 +106,15 @@ def describe(deployments: list) -> str:
 
 def serve_deployments(cron: str = "0 2 * * *", retrain_cron: str = "0 3 * * 0", timezone: str = "UTC",
                       warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
-                      data_dir: str | None = None, profile: str = "cpu") -> None:
+                      data_dir: str | None = None, profile: str = "cpu", nightly_parameters: dict | None = None,
+                      weekly_parameters: dict | None = None) -> None:
     """Register both deployments and serve them until interrupted (Ctrl-C pauses their schedules)."""
     import prefect
 
     deployments = build_deployments(cron=cron, retrain_cron=retrain_cron, timezone=timezone,
                                     warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir,
-                                    data_dir=data_dir, profile=profile)
+                                    data_dir=data_dir, profile=profile, nightly_parameters=nightly_parameters,
+                                    weekly_parameters=weekly_parameters)
     print(describe(deployments), flush=True)
     prefect.serve(*deployments)
 

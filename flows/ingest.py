@@ -14,17 +14,20 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from flows._common import is_transient
-from recs.ingest import ingest_dir, locate_inputs, record_ingest_run, report_markdown
+from recs.ingest import DEFAULT_MAX_QUARANTINE_SHARE, ingest_dir, locate_inputs, record_ingest_run, report_markdown
 from recs.warehouse import connect
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
-def load_warehouse(data_dir: str, warehouse_dir: str, plausible_window_days: int) -> dict:
-    """Rebuild events, quarantine_events, categories, item_snapshots and items from data_dir."""
+def load_warehouse(data_dir: str, warehouse_dir: str, plausible_window_days: int,
+                   max_quarantine_share: float | None = None) -> dict:
+    """Rebuild events, quarantine_events, categories, item_snapshots and items from data_dir
+    (nothing changes when more than max_quarantine_share of the rows would be quarantined)."""
     locate_inputs(Path(data_dir))  # fail on a missing events.csv before opening the warehouse
     con = connect(warehouse_dir)
     try:
-        report = ingest_dir(con, Path(data_dir), plausible_window_days=plausible_window_days)
+        report = ingest_dir(con, Path(data_dir), plausible_window_days=plausible_window_days,
+                            max_quarantine_share=max_quarantine_share)
     except (FileNotFoundError, ValueError) as exc:
         # Re-raised below as a bare copy: the original's traceback frames hold the connection,
         # which Prefect's failed state would keep alive until exit (nanobind then prints pages
@@ -59,10 +62,14 @@ def publish_summary(report: dict) -> None:
 
 
 @flow(name="ingest")
-def ingest(data_dir: str, warehouse_dir: str = "warehouse", plausible_window_days: int = 365) -> dict:
-    """Load the CSVs in data_dir into warehouse_dir/recs.duckdb; returns the ingest report."""
+def ingest(data_dir: str, warehouse_dir: str = "warehouse", plausible_window_days: int = 365,
+           max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE) -> dict:
+    """Load the CSVs in data_dir into warehouse_dir/recs.duckdb; returns the ingest report.
+
+    max_quarantine_share: fail (ValueError, previous tables kept) when a larger share of
+    events.csv's rows would be quarantined; 1 never fails."""
     logger = get_run_logger()
-    report = load_warehouse(data_dir, warehouse_dir, plausible_window_days)
+    report = load_warehouse(data_dir, warehouse_dir, plausible_window_days, max_quarantine_share)
     logger.info(
         "ingest: %d rows read = %d loaded + %d quarantined (%s) in %.2f s",
         report["rows_read"], report["rows_loaded"], report["rows_quarantined"],

@@ -28,10 +28,12 @@ def selected_steps(summary: dict) -> int:
 @flow(name="retrain")
 def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
             profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20,
-            seed: int = 0, refit: bool = True, steps: int | None = None, keep_model: bool = False) -> dict:
+            seed: int = 0, refit: bool = True, steps: int | None = None, keep_model: bool = False,
+            max_quarantine_share: float | None = None) -> dict:
     """Every stage after the data lands; returns each stage's summary.
 
     data_dir: re-ingest these CSVs first (None: use the warehouse's current events).
+    max_quarantine_share: the ingest's limit (None: flow `ingest`'s default).
     refit: also train serving models on all data (scoring prefers them when present).
     steps: override both models' number of training steps (None: the profile's).
     keep_model: publish the model even when a baseline beats it on validation (see recs/guard.py).
@@ -39,7 +41,8 @@ def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", check
     logger = get_run_logger()
     ingested = None
     if data_dir is not None:
-        ingested = ingest(data_dir=str(data_dir), warehouse_dir=warehouse_dir)
+        limit = {} if max_quarantine_share is None else {"max_quarantine_share": max_quarantine_share}
+        ingested = ingest(data_dir=str(data_dir), warehouse_dir=warehouse_dir, **limit)
     built = build_sequences(warehouse_dir=warehouse_dir, min_user_events=min_user_events,
                             min_item_events=min_item_events)
     retrieval = train_retrieval(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,

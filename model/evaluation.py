@@ -40,7 +40,8 @@ from model.ranking_data import build_ranking_cases
 from model.ranking_task import SELECTION_SHARE, action_aucs, fit_cooccurrence, fit_session_index, ranking_outputs
 from model.retrieval import Retriever, make_retrieval_model
 from model.serving import DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig, bought_in_history, knn_scores
-from model.tasks import checkpoint_path, corpus_mask, get_profile, load_tables, retrieval_ranks
+from model.tasks import (checkpoint_path, checkpoint_version, combined_version, corpus_mask, get_profile, load_tables,
+                         retrieval_ranks)
 from model.train import load_best_params
 from recs.scoring import fill_from_fallback
 
@@ -169,15 +170,21 @@ def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_pa
 def evaluate_all(warehouse_dir: str | Path, checkpoint_dir: str | Path, profile: str = "cpu",
                  splits: tuple[str, ...] = ("val", "test"), seed: int = 0, max_cases: int = MAX_CASES,
                  action_weights=DEFAULT_ACTION_WEIGHTS) -> list[dict]:
-    """Every metric of the models and baselines on each split (rows as dicts)."""
+    """Every metric of the models and baselines on each split (rows as dicts). Each row's
+    `model_version` names the checkpoints measured (`<retrieval version>+<ranking version>`)."""
     prof = get_profile(profile)
     tables = load_tables(warehouse_dir, prof)
-    retrieval_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "retrieval"))
-    ranking_params, _ = load_best_params(checkpoint_path(checkpoint_dir, "ranking"))
+    retrieval_dir, ranking_dir = checkpoint_path(checkpoint_dir, "retrieval"), checkpoint_path(checkpoint_dir, "ranking")
+    retrieval_params, retrieval_meta = load_best_params(retrieval_dir)
+    ranking_params, ranking_meta = load_best_params(ranking_dir)
+    version = combined_version(checkpoint_version(retrieval_meta, retrieval_dir, "retrieval"),
+                               checkpoint_version(ranking_meta, ranking_dir, "ranking"))
     rows: list[dict] = []
     for split in splits:
         rows += evaluate_split(tables, prof, retrieval_params, ranking_params, split, seed=seed,
                                max_cases=max_cases, action_weights=action_weights)
+    for r in rows:
+        r["model_version"] = version
     return rows
 
 

@@ -199,9 +199,10 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
                         profile: str | Profile = "cpu", steps: int | None = None, seed: int = 0,
                         refit: bool = False, init_from_retrieval: bool = False, freeze_embeddings: bool = False,
                         progress: bool = True, stop_after: int | None = None,
-                        action_weights=DEFAULT_ACTION_WEIGHTS) -> dict:
+                        action_weights=DEFAULT_ACTION_WEIGHTS, writer=None) -> dict:
     """Train (or resume) the ranking model on the validation period; returns a summary with the
-    best selection metrics. Needs the retrieval checkpoint selected on validation."""
+    best selection metrics and the run's model_version. Needs the retrieval checkpoint selected
+    on validation. `writer` (model.train.MetricWriter) receives the metrics."""
     from model.tasks import (_fit_and_summarize, checkpoint_path, corpus_mask, get_profile, load_tables,
                              optim_config)
 
@@ -228,4 +229,4 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
         raise ValueError("no ranking training cases: the validation period is too small")
     source = RankingBatchSource(tables, train, batch, seed=seed, num_steps=cfg.steps)
     return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, False,
-                              batch, progress, stop_after)
+                              batch, progress, stop_after, writer)

@@ -21,10 +21,11 @@ from model.config import ARCHITECTURE_VERSION, PROFILES, Profile
 from model.cases import Cases, next_event_cases
 from model.data import (NegativeSampler, RetrievalBatchSource, SequenceTables, SplitArrays, StepArrays, eval_arrays,
                         history_batch, make_loader, negative_sampler)
+from model.meta import checkpoint_version, combined_version, new_model_version, read_checkpoint_meta  # noqa: F401
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k
 from model.retrieval import make_retrieval_model
 from model.transformer import weight_decay_mask
-from model.train import FitResult, OptimConfig, TrainTask, fit, load_best_params
+from model.train import FitResult, MetricWriter, OptimConfig, TrainTask, fit, load_best_params
 from recs.sequences import SPLITS, read_meta
 from recs.warehouse import pinned_sequences_dir
 
@@ -247,10 +248,9 @@ def retrieval_task(tables: SequenceTables, profile: Profile, *, validation_split
 
 def data_fingerprint(warehouse_dir: str | Path) -> str:
     """Identity of the sequence tables a model is trained on (their meta: cutoffs, params, counts)."""
-    import hashlib
-    import json
+    from recs.sequences import sequences_fingerprint
 
-    return hashlib.sha256(json.dumps(read_meta(warehouse_dir), sort_keys=True).encode()).hexdigest()[:16]
+    return sequences_fingerprint(warehouse_dir)
 
 
 def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile, settings: dict | None = None) -> bool:
@@ -266,10 +266,9 @@ def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile, set
     import json
     import shutil
 
-    metas = sorted((ckpt / "latest").glob("*/meta/metadata")) if ckpt.exists() else []
-    if not metas:
+    meta = read_checkpoint_meta(ckpt)
+    if meta is None:
         return False
-    meta = json.loads(metas[-1].read_text())
     # Compare as stored: the JSON round trip turns the profile's tuples into lists.
     as_stored = lambda value: json.loads(json.dumps(value))  # noqa: E731
     same_profile = meta.get("profile") == as_stored(profile.to_dict())
@@ -283,21 +282,30 @@ def discard_stale_checkpoint(ckpt: Path, fingerprint: str, profile: Profile, set
 
 def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir: str | Path,
                        checkpoint_dir: str | Path, prof: Profile, profile: str | Profile, refit: bool,
-                       batch_size: int, progress: bool, stop_after: int | None) -> dict:
-    """Shared tail of both entry points: tag the data, drop a stale checkpoint, fit, summarize."""
+                       batch_size: int, progress: bool, stop_after: int | None,
+                       writer: MetricWriter | None = None) -> dict:
+    """Shared tail of both entry points: tag the data, drop a stale checkpoint, name the run
+    (a resumed run keeps its model_version), fit, summarize."""
     ckpt = checkpoint_path(checkpoint_dir, task.name, refit)
     task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
     options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings", "stage_one", "action_weights")
                if k in task.meta}
     task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
     discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
+    previous = read_checkpoint_meta(ckpt) or {}
+    task.meta["model_version"] = previous.get("model_version") or new_model_version(ckpt.name, fingerprint, settings,
+                                                                                    prof.to_dict())
+    task.meta["variant"] = ckpt.name
     result = fit(task, cfg, lambda start: make_loader(source, start_step=start), ckpt, progress=progress,
-                 batch_size=batch_size, stop_after=stop_after)
-    return _summary(task.name, result, ckpt, refit, profile if isinstance(profile, str) else "custom")
+                 batch_size=batch_size, stop_after=stop_after, writer=writer)
+    return _summary(task.name, result, ckpt, refit, profile if isinstance(profile, str) else "custom",
+                    task.meta["model_version"])
 
 
-def _summary(model_name: str, result: FitResult, ckpt: Path, refit: bool, profile_name: str) -> dict:
-    return {"model": model_name, "checkpoint": str(ckpt), "refit": refit, "profile": profile_name,
+def _summary(model_name: str, result: FitResult, ckpt: Path, refit: bool, profile_name: str,
+             model_version: str | None = None) -> dict:
+    return {"model": model_name, "model_version": model_version, "checkpoint": str(ckpt), "refit": refit,
+            "profile": profile_name,
             "steps": result.step, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
             "examples_per_s": round(result.examples_per_s, 1), "best": result.best, "stopped": result.stopped,
             "final": result.history[-1] if result.history else None}
@@ -305,8 +313,10 @@ def _summary(model_name: str, result: FitResult, ckpt: Path, refit: bool, profil
 
 def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints",
                           profile: str | Profile = "cpu", steps: int | None = None, seed: int = 0,
-                          refit: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train (or resume) the retrieval model; returns a summary with the best validation metrics."""
+                          refit: bool = False, progress: bool = True, stop_after: int | None = None,
+                          writer: MetricWriter | None = None) -> dict:
+    """Train (or resume) the retrieval model; returns a summary with the best validation metrics
+    and the run's model_version. `writer` receives the training and validation metrics."""
     prof = get_profile(profile)
     tables = load_tables(warehouse_dir, prof, refit=refit)
     split = ALL if refit else "train"
@@ -317,4 +327,4 @@ def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_di
                                    tokens_per_batch=prof.retrieval.tokens_per_batch)
     source = RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
     return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, refit,
-                              prof.retrieval.batch_size, progress, stop_after)
+                              prof.retrieval.batch_size, progress, stop_after, writer)

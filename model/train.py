@@ -10,16 +10,27 @@ two Orbax CheckpointManagers under `<checkpoint_dir>/`:
 
 Because the data order and the per-step RNG are pure functions of (seed, step), a run killed at
 any point and resumed from `latest/` ends with the same parameters as an uninterrupted run.
+
+Metrics go to an optional `MetricWriter` (the protocol of flax/clu's metric writers, reduced to
+what `fit` needs): the run's identity once (`write_hparams`), then every `log_every` steps the
+training metrics, learning rate and throughput, and at every evaluation the validation metrics
+(`write_scalars`); `flush` is called just before each checkpoint is saved, so a writer that
+persists on flush holds exactly the steps up to the newest checkpoint (plus, after a kill between
+its flush and the save, a few steps a resumed run writes again: see `write_hparams`'
+`resumed_from`). `model/` stays free of storage: the flows give `fit` a writer that puts the rows
+into the warehouse (recs/training_metrics.py) and the Prefect run log.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -74,15 +85,92 @@ class OptimConfig:
     max_seconds: float | None = None
 
 
+class MetricWriter(Protocol):
+    """Where `fit` reports a run (the shape of clu's `metric_writers.MetricWriter`)."""
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        """Once per `fit` call, before any scalars: task, model_version, steps, resumed_from, ..."""
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Metrics of one step ({name: value})."""
+
+    def flush(self) -> None:
+        """Persist what was written (called before every checkpoint save and at the end)."""
+
+
+class MetricRows:
+    """A MetricWriter that collects `{step, metric, value}` rows in memory (and the hparams)."""
+
+    def __init__(self) -> None:
+        self.hparams: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self.hparams.update(hparams)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        self.rows += [{"step": int(step), "metric": str(k), "value": float(v)} for k, v in scalars.items()]
+
+    def flush(self) -> None:
+        pass
+
+
+class LoggingWriter:
+    """A MetricWriter that logs one line per step (e.g. to a Prefect run logger)."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, level: int = logging.INFO) -> None:
+        self.logger, self.level, self.name = logger, level, "train"
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self.name = str(hparams.get("task", self.name))
+        self.logger.log(self.level, "%s: %s", self.name, ", ".join(f"{k}={v}" for k, v in hparams.items()))
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        self.logger.log(self.level, "%s step %d: %s", self.name, step,
+                        " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items()))
+
+    def flush(self) -> None:
+        pass
+
+
+class MultiWriter:
+    """Every call goes to each of several writers."""
+
+    def __init__(self, writers: Sequence[MetricWriter]) -> None:
+        self.writers = list(writers)
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        for w in self.writers:
+            w.write_hparams(hparams)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        for w in self.writers:
+            w.write_scalars(step, scalars)
+
+    def flush(self) -> None:
+        for w in self.writers:
+            w.flush()
+
+
+def _fmt(value: float) -> str:
+    value = float(value)
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def make_schedule(cfg: OptimConfig) -> optax.Schedule:
+    """Linear warmup + cosine decay to 5% of the peak learning rate over `cfg.steps`."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=max(1, min(cfg.warmup_steps, cfg.steps // 2)),
+        decay_steps=max(cfg.steps, 2), end_value=cfg.learning_rate * 0.05)
+
+
 def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None, decay_mask: Any = None) -> optax.GradientTransformation:
     """AdamW with linear warmup + cosine decay and global-norm clipping; frozen leaves get no update.
 
     decay_mask (pytree of bool or callable) limits weight decay, e.g. to matrices: decaying norm
     scales or a log-temperature pulls them towards meaningless values.
     """
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=max(1, min(cfg.warmup_steps, cfg.steps // 2)),
-        decay_steps=max(cfg.steps, 2), end_value=cfg.learning_rate * 0.05)
+    schedule = make_schedule(cfg)
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
                      optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask))
     if trainable_mask is not None:
@@ -134,12 +222,14 @@ def _finite(x: float) -> bool:
 
 def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Iterator[Batch]],
         checkpoint_dir: str | Path, *, stop_after: int | None = None, progress: bool = True,
-        batch_size: int | None = None) -> FitResult:
+        batch_size: int | None = None, writer: MetricWriter | None = None) -> FitResult:
     """Train `task` for `cfg.steps` steps, resuming from `<checkpoint_dir>/latest` if present.
 
     `loader_factory(start_step)` returns a Grain iterator positioned at `start_step` (its state
     is also saved in each checkpoint and restored when the iterator supports it).
     `stop_after` ends the call early after that many total steps (used to test resumption).
+    `writer` receives the run's metrics (see the module docstring); a resumed run writes only
+    the steps after `resumed_from`.
     """
     start_time = time.perf_counter()
     latest_mgr, best_mgr = checkpoint_managers(checkpoint_dir, task)
@@ -166,6 +256,12 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
         if not restored["iterator_restored"]:
             iterator = loader_factory(resumed_from)
     step_fn = make_train_step(task, tx, cfg.seed)
+    schedule = make_schedule(cfg)
+    if writer is not None:
+        writer.write_hparams({"task": task.name, "model_version": task.meta.get("model_version"),
+                              "variant": task.meta.get("variant"),
+                              "steps": cfg.steps, "resumed_from": resumed_from, "batch_size": batch_size,
+                              "peak_learning_rate": cfg.learning_rate, "seed": cfg.seed})
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     if resumed_from and finished:
         end = resumed_from
@@ -194,11 +290,19 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
             rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
             bar.update(window_steps, last_metrics["loss"], rate * (batch_size or 0))
             window_start, window_steps = time.perf_counter(), 0
+            if writer is not None:
+                # The learning rate of this step's update (optax counts updates from 0).
+                writer.write_scalars(step, {**{f"train_{k}": v for k, v in last_metrics.items()},
+                                            "learning_rate": float(schedule(step - 1)), "steps_per_s": rate,
+                                            **({"examples_per_s": rate * batch_size} if batch_size else {})})
         is_eval = step % cfg.eval_every == 0 or step == cfg.steps
         if is_eval or step % cfg.checkpoint_every == 0 or step == end:
             record = {"step": step, **{f"train_{k}": v for k, v in last_metrics.items()}}
             if is_eval and task.validate is not None:
-                record.update(task.validate(state.params))
+                validation = task.validate(state.params)
+                record.update(validation)
+                if writer is not None:
+                    writer.write_scalars(step, validation)
                 bar.write(f"{task.name} step {step}: " + " ".join(
                     f"{k}={v:.4f}" for k, v in record.items() if k != "step"))
             improved = False
@@ -213,7 +317,10 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
                         stopped = "patience"
                 if step < end and cfg.max_seconds is not None and time.perf_counter() - start_time > cfg.max_seconds:
                     stopped = "time"
-            meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name, stopped=stopped)
+            meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name, stopped=stopped,
+                        saved_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if writer is not None:
+                writer.flush()  # before the save: a kill in between re-writes steps, never loses them
             _save(latest_mgr, step, state, iterator, meta)
             # Only a strictly better validation replaces best/: on a tie the earlier step stays, the
             # one meta["best"] (and the refit's selected steps) name.
@@ -228,6 +335,8 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
                           f"{best_record['step']})" if best_record else f"{task.name}: stopping at step {step} ({stopped})")
                 break
     bar.close()
+    if writer is not None:
+        writer.flush()
     seconds = time.perf_counter() - start_time
     done = step - resumed_from
     return FitResult(state.params, step, history, best_record, resumed_from, seconds,

@@ -74,6 +74,26 @@ WORKING_TABLES = (
 )
 # The tables ingest_dir replaces (ingest_runs is only ever appended to).
 WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items")
+# The ingest flow (and `recs ingest --max-quarantine-share`) fails when more of events.csv's
+# rows than this are quarantined: a file that bad is more likely a wrong export than dirty data.
+DEFAULT_MAX_QUARANTINE_SHARE = 0.05
+
+
+def check_quarantine_share(counts: dict[str, Any], max_share: float | None, data_dir: Path) -> None:
+    """ValueError (one line: share, top reasons, what to do) when the quarantined share of the
+    rows read exceeds `max_share` (None: no limit)."""
+    if max_share is None or not counts["rows_read"]:
+        return
+    share = counts["rows_quarantined"] / counts["rows_read"]
+    if share <= max_share:
+        return
+    reasons = sorted(((n, r) for r, n in counts["quarantine_by_reason"].items() if n), reverse=True)[:3]
+    raise ValueError(
+        f"{data_dir}: {counts['rows_quarantined']:,} of {counts['rows_read']:,} rows of events.csv "
+        f"({share:.1%}) would be quarantined, above the limit of {max_share:.1%} "
+        f"(mostly {', '.join(f'{r} {n:,}' for n, r in reasons)}); nothing was loaded and the previous "
+        f"tables are kept. Fix the export, or re-run with --max-quarantine-share {min(1.0, share + 0.005):.3f} "
+        "to load it anyway and inspect quarantine_events")
 
 
 def find_input(data_dir: Path, stem: str) -> Path | None:
@@ -431,19 +451,24 @@ def summarize(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     }
 
 
-def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_window_days: int = 365) -> dict:
+def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_window_days: int = 365,
+               max_quarantine_share: float | None = None) -> dict:
     """Load a Retail Rocket CSV directory into the warehouse open on `con` (full rebuild).
 
     Returns a report: rows_read / rows_loaded / rows_quarantined (read = loaded + quarantined),
     quarantine_by_reason, events_by_type, n_items, n_categories, ..., seconds.
     Raises FileNotFoundError when events.csv(.gz) is missing and ValueError when a file is
-    garbled (wrong header, corrupt gzip); in both cases the previous tables stay as they were.
+    garbled (wrong header, corrupt gzip) or when more than `max_quarantine_share` of its rows
+    would be quarantined (None: no limit); in every case the previous tables stay as they were
+    (the replacement is one transaction, rolled back).
     """
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     data_dir = Path(data_dir)
     if plausible_window_days <= 0:
         raise ValueError(f"plausible_window_days must be positive, got {plausible_window_days}")
+    if max_quarantine_share is not None and not 0.0 <= max_quarantine_share <= 1.0:
+        raise ValueError(f"max_quarantine_share must be between 0 and 1, got {max_quarantine_share}")
     inputs = locate_inputs(data_dir)
     check_events_header(inputs["events"])
     # Nothing here relies on insertion order (every consumer orders explicitly); letting
@@ -458,6 +483,7 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
             if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
                 raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
                                    f"{counts['rows_loaded']} loaded + {counts['rows_quarantined']} quarantined")
+            check_quarantine_share(counts, max_quarantine_share, data_dir)  # before COMMIT: rolled back
             for name in WORKING_TABLES:
                 con.execute(f"DROP TABLE IF EXISTS {name}")
             con.execute("COMMIT")
@@ -474,6 +500,7 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
         "files": files,
         "started_at": started_at.isoformat(),
         "plausible_window_days": plausible_window_days,
+        "max_quarantine_share": max_quarantine_share,
         "parse_path": parse_path,
         **counts,
         "seconds": round(time.perf_counter() - started, 3),

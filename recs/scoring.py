@@ -28,12 +28,13 @@ DAY_MS = 86_400_000
 
 
 def load_serving_models(checkpoint_dir: str | Path):
-    """(profile, retrieval params, ranking params, model_version) of the checkpoints scoring uses.
+    """(profile, retrieval params, ranking params, model_version) of the checkpoints scoring uses;
+    model_version joins the two checkpoints' unique training-run versions with '+'.
 
     Retrieval: its refit on all data when present (model.tasks.serving_checkpoint); ranking: the
     stacked ranker selected on validation (it has no refit)."""
     from model.config import ARCHITECTURE_VERSION, Profile
-    from model.tasks import checkpoint_path, serving_checkpoint
+    from model.tasks import checkpoint_path, checkpoint_version, combined_version, serving_checkpoint
     from model.train import load_best_params
 
     ret_dir, rank_dir = serving_checkpoint(checkpoint_dir, "retrieval"), checkpoint_path(checkpoint_dir, "ranking")
@@ -49,7 +50,10 @@ def load_serving_models(checkpoint_dir: str | Path):
     profile = Profile.from_dict(ret_meta["profile"])
     if Profile.from_dict(rank_meta["profile"]).ranker != profile.ranker:
         raise ValueError(f"{ret_dir} and {rank_dir} were trained with different model configs: retrain both")
-    version = f"retrieval:{ret_dir.name}@{ret_meta.get('step')}+ranking:{rank_dir.name}@{rank_meta.get('step')}"
+    # The training runs' unique versions (checkpoint meta), e.g.
+    # retrieval_serving-20261201T221012Z-1a2b3c4d+ranking-20261201T220512Z-5e6f7a8b.
+    version = combined_version(checkpoint_version(ret_meta, ret_dir, "retrieval"),
+                               checkpoint_version(rank_meta, rank_dir, "ranking"))
     return profile, retrieval_params, ranking_params, version
 
 

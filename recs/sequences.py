@@ -108,6 +108,14 @@ def read_meta(warehouse_dir: str | Path, root: Path | None = None) -> dict[str, 
     return json.loads(path.read_text())
 
 
+def sequences_fingerprint(warehouse_dir: str | Path) -> str:
+    """Identity of the current sequence tables (a hash of their meta: cutoffs, params, counts);
+    a checkpoint's `data_fingerprint` is this value for the tables it was trained on."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(read_meta(warehouse_dir), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def validate_params(
     *,
     min_user_events: int,

@@ -337,7 +337,8 @@ def test_ingest_flow_records_the_run(prefect_harness, tmp_path, capsys):
     from recs.cli import main
 
     warehouse = tmp_path / "warehouse"
-    report = ingest(data_dir=str(FIXTURES / "bad_rows"), warehouse_dir=str(warehouse))
+    # 19 of 23 rows quarantined: above the default limit (5%), so this ingest lifts it.
+    report = ingest(data_dir=str(FIXTURES / "bad_rows"), warehouse_dir=str(warehouse), max_quarantine_share=1.0)
     assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (23, 4, 19)
     assert query(warehouse, "SELECT run_id, rows_read, rows_loaded, rows_quarantined FROM ingest_runs") == [
         (report["run_id"], 23, 4, 19)
@@ -462,3 +463,49 @@ def test_every_data_line_of_the_file_is_loaded_or_quarantined(tmp_path, shared_d
     con.close()
     assert loaded + quarantined == expected == report["rows_read"], (loaded, quarantined, expected)
     assert (report["rows_loaded"], report["rows_quarantined"]) == (loaded, quarantined)
+
+
+def test_too_much_quarantine_fails_and_keeps_previous_tables(tmp_path):
+    """bad_rows/ quarantines 19 of 23 rows: above a 5% limit nothing changes; 1.0 loads it."""
+    con, _ = ingest_fresh(tmp_path / "warehouse", FIXTURES / "asof")
+    before = tables(con)
+    with pytest.raises(ValueError) as excinfo:
+        ingest_dir(con, FIXTURES / "bad_rows", max_quarantine_share=0.05)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "19 of 23 rows of events.csv (82.6%) would be quarantined, above the limit of 5.0%" in message
+    assert "previous tables are kept" in message and "--max-quarantine-share" in message
+    assert tables(con) == before
+    report = ingest_dir(con, FIXTURES / "bad_rows", max_quarantine_share=1.0)
+    assert report["rows_quarantined"] == 19 and tables(con) != before
+    with pytest.raises(ValueError, match="max_quarantine_share must be between 0 and 1, got 1.5"):
+        ingest_dir(con, FIXTURES / "bad_rows", max_quarantine_share=1.5)
+    con.close()
+
+
+def test_quarantine_limit_through_the_cli(prefect_harness, tmp_path, capsys):
+    """`recs ingest`: the default limit (5%) fails in one line with exit 2 and keeps the previous
+    tables and ingest_runs; --max-quarantine-share (or the config file) lifts it."""
+    from recs.cli import main
+
+    warehouse = tmp_path / "warehouse"
+    assert main(["ingest", "--data", str(FIXTURES / "asof"), "--warehouse", str(warehouse)]) == 0
+    capsys.readouterr()
+    events_before = query(warehouse, "SELECT * FROM events ORDER BY ALL")
+    assert main(["ingest", "--data", str(FIXTURES / "bad_rows"), "--warehouse", str(warehouse)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"recs ingest: error: {FIXTURES / 'bad_rows'}: 19 of 23 rows of events.csv (82.6%) "
+                              "would be quarantined, above the limit of 5.0%")
+    assert "Traceback" not in "\n".join(err)
+    assert query(warehouse, "SELECT * FROM events ORDER BY ALL") == events_before
+    assert query(warehouse, "SELECT count(*) FROM ingest_runs") == [(1,)]
+    config = tmp_path / "recs.toml"
+    config.write_text("[ingest]\nmax_quarantine_share = 0.9\n")
+    assert main(["--config", str(config), "ingest", "--data", str(FIXTURES / "bad_rows"),
+                 "--warehouse", str(warehouse), "--max-quarantine-share", "0.5"]) == 2  # the command line wins
+    capsys.readouterr()
+    assert main(["--config", str(config), "ingest", "--data", str(FIXTURES / "bad_rows"),
+                 "--warehouse", str(warehouse)]) == 0
+    capsys.readouterr()
+    assert query(warehouse, "SELECT count(*) FROM events") == [(4,)]
+    assert query(warehouse, "SELECT count(*) FROM ingest_runs") == [(2,)]

@@ -7,6 +7,7 @@ scored and the published list must be the same list.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -74,7 +75,8 @@ def test_live_list_when_nothing_is_published(trained, live):
     res = live["result"]
     recs = res["recommendations"]
     assert res["origin"] == "live" and res["run_id"] is None
-    assert res["model_version"] == "retrieval:retrieval@20+ranking:ranking@20"
+    # The two checkpoints' unique training-run versions (their meta), joined by '+'.
+    assert re.fullmatch(r"retrieval-\d{8}T\d{6}Z-[0-9a-f]{8}\+ranking-\d{8}T\d{6}Z-[0-9a-f]{8}", res["model_version"])
     assert [r["rank"] for r in recs] == list(range(1, TOP_N + 1))
     assert len({r["item_id"] for r in recs}) == TOP_N
     assert {r["source"] for r in recs} <= SOURCES

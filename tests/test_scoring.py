@@ -140,7 +140,7 @@ def test_recommendation_runs_row_describes_the_run(runs: ScoringRuns):
     assert (n_customers, n_rows, top_n) == (len(customers(runs.warehouse_dir)), n_customers * TOP_N, TOP_N)
     assert share_fallback == pytest.approx(summary["share_fallback"]) and 0.0 < share_fallback < 1.0
     assert duration_s == pytest.approx(summary["duration_s"]) and duration_s > 0.0
-    assert model_version.startswith("retrieval:retrieval@") and "+ranking:ranking@" in model_version
+    assert model_version.startswith("retrieval-") and "+ranking-" in model_version
 
 
 def test_a_candidate_score_does_not_depend_on_the_other_candidates(tiny_trained: TinyTrained):
@@ -242,7 +242,7 @@ def test_a_model_that_wins_is_published_without_warning(guarded):
     row = _run_row(guarded["warehouse"], guarded["wins"]["run_id"])
     assert row["strategy"] == "model" and row["guard_warning"] is None
     assert (row["val_recall20"], row["baseline"], row["baseline_val_recall20"]) == (0.60, "item_knn", 0.50)
-    assert row["model_version"].startswith("retrieval:")
+    assert row["model_version"].startswith("retrieval-")
 
 
 def test_without_a_validation_evaluation_the_run_warns(runs: ScoringRuns):
