@@ -1,10 +1,12 @@
 """Prefect deployments: nightly scoring and the weekly retrain, served by one process.
 
 `build_deployments` returns two RunnerDeployments:
-- `score_all/nightly-scoring`: flow `score_all` on `cron` (default 02:00 daily);
+- `nightly/nightly-scoring`: flow `nightly` (flows/nightly.py: ingest `data_dir` when given,
+  rebuild the sequences with the previous build's settings, score every customer, warn when the
+  models are older than the data) on `cron` (default 02:00 daily);
 - `retrain/weekly-retrain`: flow `retrain` on `retrain_cron` (default 03:00 on Sundays),
 both in `timezone`. Their parameters carry ABSOLUTE paths: a deployment run may start in
-another working directory. Entrypoints are module paths (`flows.score_all.score_all`), importable
+another working directory. Entrypoints are module paths (`flows.nightly.nightly`), importable
 wherever the project is installed. Each deployment runs at most one flow run at a time.
 `serve_deployments` registers them and polls for scheduled runs (`recs deploy`).
 """
@@ -45,7 +47,8 @@ def build_deployments(cron: str = "0 2 * * *", retrain_cron: str = "0 3 * * 0", 
                       weekly_parameters: dict | None = None) -> list:
     """[nightly-scoring, weekly-retrain] RunnerDeployments (not yet registered).
 
-    nightly_parameters / weekly_parameters: more parameters of flow `score_all` / `retrain`
+    nightly_parameters / weekly_parameters: more parameters of flow `score_all` (passed by the
+    nightly flow as `scoring`) / `retrain`
     (the config file's [score_all] / [retrain] sections); the paths, data_dir and profile given
     here win.
 
@@ -70,14 +73,16 @@ def build_deployments(cron: str = "0 2 * * *", retrain_cron: str = "0 3 * * 0", 
         locate_inputs(Path(data_dir))  # a weekly run that cannot find its data should fail now, not on Sunday
         data = str(Path(data_dir).resolve())
 
+    from flows.nightly import nightly as nightly_flow
     from flows.retrain import retrain
-    from flows.score_all import score_all
 
-    nightly = score_all.to_deployment(
-        name=NIGHTLY, schedule=Cron(cron, timezone=timezone), parameters={**(nightly_parameters or {}), **paths},
+    scoring = {"scoring": dict(nightly_parameters)} if nightly_parameters else {}
+    nightly = nightly_flow.to_deployment(
+        name=NIGHTLY, schedule=Cron(cron, timezone=timezone), parameters={**scoring, **paths, "data_dir": data},
         concurrency_limit=1,
         tags=["recs"], entrypoint_type=EntrypointType.MODULE_PATH,
-        description="Top-N recommendations for every customer with the current serving checkpoints.")
+        description="Ingest today's events, rebuild the sequences, score every customer with the current models "
+                    "(warns when they are older than the data).")
     weekly = retrain.to_deployment(
         name=WEEKLY, schedule=Cron(retrain_cron, timezone=timezone),
         parameters={**(weekly_parameters or {}), **paths, "data_dir": data, "profile": profile}, concurrency_limit=1,

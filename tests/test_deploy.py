@@ -19,8 +19,8 @@ def test_deployments_register_with_schedules_and_absolute_paths(prefect_harness,
     from prefect import get_client
     from prefect.flows import load_flow_from_entrypoint
 
+    from flows.nightly import nightly
     from flows.retrain import retrain
-    from flows.score_all import score_all
 
     monkeypatch.chdir(tmp_path)  # relative paths below must reach the deployments absolute
     deployments = build_deployments(cron="15 1 * * *", retrain_cron="30 4 * * 6", timezone="Europe/Paris",
@@ -30,7 +30,8 @@ def test_deployments_register_with_schedules_and_absolute_paths(prefect_harness,
 
     paths = {"warehouse_dir": str(tmp_path / "wh"), "checkpoint_dir": str(tmp_path / "ck")}
     expected = {
-        f"score_all/{NIGHTLY}": ("score_all", "15 1 * * *", paths, "flows.score_all.score_all", score_all),
+        f"nightly/{NIGHTLY}": ("nightly", "15 1 * * *", {**paths, "data_dir": str(data_dir)},
+                               "flows.nightly.nightly", nightly),
         f"retrain/{WEEKLY}": ("retrain", "30 4 * * 6", {**paths, "data_dir": str(data_dir), "profile": "tiny"},
                               "flows.retrain.retrain", retrain),
     }
@@ -48,18 +49,18 @@ def test_deployments_register_with_schedules_and_absolute_paths(prefect_harness,
             assert d.tags == ["recs"]
         # Re-applying (a restarted `recs deploy`) updates in place: still one deployment per name.
         build_deployments(cron="0 5 * * *", warehouse_dir="wh", checkpoint_dir="ck")[0].apply()
-        nightly = client.read_deployment_by_name(f"score_all/{NIGHTLY}")
-        assert nightly.id == ids[0]
-        assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [("0 5 * * *", "UTC")]
+        again = client.read_deployment_by_name(f"nightly/{NIGHTLY}")
+        assert again.id == ids[0]
+        assert [(s.schedule.cron, s.schedule.timezone) for s in again.schedules] == [("0 5 * * *", "UTC")]
 
 
 def test_describe_says_what_is_served_and_how_to_trigger(tmp_path):
     text = describe(build_deployments(warehouse_dir=str(tmp_path / "wh"), checkpoint_dir=str(tmp_path / "ck")))
     lines = text.splitlines()
-    assert "  score_all/nightly-scoring: cron '0 2 * * *' (UTC)" in lines
+    assert "  nightly/nightly-scoring: cron '0 2 * * *' (UTC)" in lines
     assert "  retrain/weekly-retrain: cron '0 3 * * 0' (UTC)" in lines
     assert f"      warehouse_dir = {tmp_path / 'wh'}" in lines
-    assert "  prefect deployment run 'score_all/nightly-scoring'" in lines
+    assert "  prefect deployment run 'nightly/nightly-scoring'" in lines
     assert "  prefect deployment run 'retrain/weekly-retrain'" in lines
 
 
