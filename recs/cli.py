@@ -22,7 +22,7 @@ Stages (each also a Prefect flow in flows/):
   build            filtered, temporally split parquet sequence tables
   train-retrieval  two-tower retrieval model (JAX/Haiku, Grain, Orbax)
   train-ranking    candidate-isolated ranking transformer
-  evaluate         metrics on the test split beside popularity and item-kNN
+  evaluate         metrics on validation and test beside the baselines
   score            top-N recommendations for every customer into the warehouse
   run              all of the above, end to end
   recommend        one customer's history and list
