@@ -277,7 +277,7 @@ def _print_result(result) -> None:
 # Bad input: the CLI prints these as one line and exits 2. Anything else is unexpected: one line
 # saying to re-run with --debug (exit 1); with --debug, the traceback too.
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
-FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "deploy"}
+FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run"}
 INGEST_ONLY = {"data_dir", "plausible_window_days", "max_quarantine_share"}  # `recs build`'s ingest options
 
 
