@@ -22,7 +22,7 @@ Stages (each also a Prefect flow in flows/):
   build            filtered, temporally split parquet sequence tables
   train-retrieval  two-tower retrieval model (JAX/Haiku, Grain, Orbax)
   train-ranking    candidate-isolated ranking transformer
-  evaluate         metrics on the test split beside popularity and item-kNN
+  evaluate         metrics on validation and test beside the baselines
   score            top-N recommendations for every customer into the warehouse
   run              all of the above, end to end
   recommend        one customer's history and list
@@ -277,7 +277,7 @@ def _print_result(result) -> None:
 # Bad input: the CLI prints these as one line and exits 2. Anything else is unexpected: one line
 # saying to re-run with --debug (exit 1); with --debug, the traceback too.
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
-FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "deploy"}
+FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run"}
 INGEST_ONLY = {"data_dir", "plausible_window_days", "max_quarantine_share"}  # `recs build`'s ingest options
 
 

@@ -13,6 +13,18 @@ import pytest  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prefect_logging_on_the_session_stream():
+    """Prefect's console handler keeps the stderr it first sees, and importing a flow module
+    (which `recs` does to read a flow's defaults, also for input it then rejects) sets Prefect's
+    logging up: do it now, on the session's stream, not inside a test whose capsys stream is
+    closed when it ends (later records would fail with "--- Logging error ---")."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    yield
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """Run flows against one local, temporary Prefect API for the whole session."""
