@@ -1,21 +1,39 @@
-"""Benchmark: ingest + sequence build on `full` generated data, ours vs a pandas reference.
+"""Benchmark: ingest + sequence build on `full` generated data, ours vs a vectorised polars reference.
 
-The reference is the transformation the original plan wrote: pandas read_csv, merge_asof for
-the item dimension, groupby into Python lists per visitor, windows cut in Python loops, results
-pickled. Both run in child processes so each peak RSS is its own. Prints both wall times and
-peaks, then one line:
-    speedup=<reference wall / ours> memory_ratio=<our peak / reference peak> wall_s=<ours>
-Goal on the 2-core machine: speedup >= 10, memory_ratio <= 0.25, wall_s <= 6.
+Ours: recs/ingest.py `ingest_dir` then recs/sequences.py `build_sequence_tables` (DuckDB SQL +
+numpy) on a fresh warehouse, one `recs.warehouse.connect` writer per stage as the flows open
+them (each writer works on a private snapshot copy of the database and publishes it on close;
+the copy is part of the measured work), default build parameters (min_user_events=10,
+min_item_events=1, H=64, M=16, one step per event).
 
-    .venv/bin/python bench/pipeline.py [--scale full] [--out bench/out]
+Reference: bench/pipeline_reference.py, the same transformation written as polars expressions
+(no per-visitor Python loop): CSV parsing with the quarantine rules that decide which rows
+survive, item states as of each event, the vocabulary, ids, step order, quantile_disc cutoffs,
+windows, histories, candidates and serving rows, written as the same six parquet tables.
+
+Cross-check: after the runs, every table of our `sequences/` (train, val, test, serving, items,
+customers) is compared with the reference's in full: schema, row count and every value of every
+row in row order, list columns element by element. Any difference is printed (first few) and
+the benchmark exits with status 1.
+
+Memory: each side runs in its own fresh child process; its figure is that process's peak
+resident set (VmHWM from /proc/self/status, read at the end of the child: the whole
+transformation plus the Python interpreter and every imported library; file pages mapped by a
+reader count as resident while mapped). Both sides get the same knobs, set explicitly: DuckDB
+threads 2 and memory_limit 200MB (RECS_DUCKDB_MEMORY_LIMIT, the warehouse default), polars
+POLARS_MAX_THREADS=2. Each side runs --repeats times (default 3, alternating ours / reference);
+the figures are medians and the spread (min-max over the runs) is printed. Final line:
+    speedup=<reference wall / ours> memory_ratio=<our peak / reference peak> wall_s=<ours> ... cross_check=ok
+
+    .venv/bin/python bench/pipeline.py [--scale full] [--out bench/out] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import resource
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -23,13 +41,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-ACTION_BITS = {"transaction": 1, "addtocart": 2, "view": 4}
+CHILD_ENV = {"POLARS_MAX_THREADS": "2", "RECS_DUCKDB_MEMORY_LIMIT": "200MB"}
+DUCKDB_THREADS = 2
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process (VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
 
 
 def run_ours(data_dir: Path, work_dir: Path) -> dict:
@@ -43,10 +68,12 @@ def run_ours(data_dir: Path, work_dir: Path) -> dict:
     start = time.perf_counter()
     # One connection per stage, as the flows (and `recs run`) open them.
     con = connect(warehouse)
+    con.execute(f"SET threads = {DUCKDB_THREADS}")
     ingest_report = ingest_dir(con, data_dir)
     con.close()
     t_ingest = time.perf_counter() - start
     con = connect(warehouse)
+    con.execute(f"SET threads = {DUCKDB_THREADS}")
     build_report = build_sequence_tables(con, warehouse)
     con.close()
     wall = time.perf_counter() - start
@@ -55,83 +82,34 @@ def run_ours(data_dir: Path, work_dir: Path) -> dict:
             "examples": {k: v for k, v in build_report.items() if k.startswith("n_")}}
 
 
-def run_reference(data_dir: Path, work_dir: Path, min_user_events: int = 10, min_item_events: int = 5,
-                  history_len: int = 64, max_candidates: int = 16) -> dict:
-    """The original plan's way: pandas groupby, Python lists and loops, pickles."""
-    import pandas as pd
+def run_reference(data_dir: Path, work_dir: Path) -> dict:
+    """The vectorised polars reference (bench/pipeline_reference.py) of the same transformation
+    with the same (default) build parameters, its tables written as parquet like ours."""
+    from pipeline_reference import reference_tables, write_reference
 
+    out = work_dir / "reference_sequences"
+    shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    events = pd.read_csv(data_dir / "events.csv")
-    events = events[events["event"].isin(ACTION_BITS)].drop_duplicates()
-    props = pd.concat([pd.read_csv(data_dir / f"item_properties_part{i}.csv") for i in (1, 2)])
-    cats = props[props["property"] == "categoryid"][["timestamp", "itemid", "value"]].copy()
-    cats["categoryid"] = cats["value"].astype("int64")
-    tree = pd.read_csv(data_dir / "category_tree.csv")
-    parent = dict(zip(tree["categoryid"], tree["parentid"]))
-
-    def root_of(c):
-        seen = 0
-        while c in parent and pd.notna(parent[c]) and seen < 50:
-            c, seen = int(parent[c]), seen + 1
-        return c
-
-    events = events.sort_values("timestamp")
-    cats = cats.sort_values("timestamp")
-    events = pd.merge_asof(events, cats[["timestamp", "itemid", "categoryid"]], on="timestamp", by="itemid",
-                           direction="backward")
-    events["categoryid"] = events["categoryid"].fillna(0).astype("int64")
-    events["root_categoryid"] = events["categoryid"].map(lambda c: root_of(c) if c else 0)
-
-    item_counts = events.groupby("itemid").size()
-    vocab = item_counts[item_counts >= min_item_events].index
-    events = events[events["itemid"].isin(vocab)]
-    user_counts = events.groupby("visitorid").size()
-    keep = user_counts[user_counts >= min_user_events].index
-    train_events = events[events["visitorid"].isin(keep)]
-    c1, c2 = train_events["timestamp"].quantile([0.8, 0.9]).tolist()
-
-    examples = {"train": [], "val": [], "test": []}
-    serving = []
-    for visitor, group in events.sort_values(["visitorid", "timestamp"]).groupby("visitorid"):
-        steps = []
-        for ts, item, ev, cat, root in zip(group["timestamp"], group["itemid"], group["event"],
-                                           group["categoryid"], group["root_categoryid"]):
-            if steps and steps[-1][1] == item:
-                steps[-1][2] |= ACTION_BITS[ev]
-            else:
-                steps.append([ts, item, ACTION_BITS[ev], cat, root])
-        serving.append((visitor, steps[-history_len:]))
-        if visitor not in keep:
-            continue
-        by_split = {"train": [], "val": [], "test": []}
-        for i, s in enumerate(steps):
-            by_split["train" if s[0] < c1 else "val" if s[0] < c2 else "test"].append(i)
-        for split, idx in by_split.items():
-            for k in range(0, len(idx), max_candidates):
-                first = idx[k]
-                window = [steps[i] for i in idx[k:k + max_candidates]]
-                candidates = {}
-                for s in window:
-                    candidates[s[1]] = candidates.get(s[1], 0) | s[2]
-                examples[split].append({"visitorid": visitor, "history": steps[max(0, first - history_len):first],
-                                        "window": window, "candidates": list(candidates.items())})
-    out = work_dir / "reference"
-    out.mkdir(parents=True, exist_ok=True)
-    for split, rows in examples.items():
-        with open(out / f"{split}.pkl", "wb") as f:
-            pickle.dump(rows, f)
-    with open(out / "serving.pkl", "wb") as f:
-        pickle.dump(serving, f)
+    tables = reference_tables(data_dir)
+    write_reference(tables, out)
     wall = time.perf_counter() - start
     return {"wall_s": wall, "peak_mb": peak_rss_mb(),
-            "examples": {f"n_{k}": len(v) for k, v in examples.items()} | {"n_serving": len(serving)}}
+            "examples": {f"n_{k}": tables[k].height for k in ("train", "val", "test", "serving")}}
 
 
 def child(which: str, data_dir: Path, work_dir: Path) -> dict:
     """Run one side in a fresh interpreter so its peak memory is its own."""
     out = subprocess.run([sys.executable, __file__, "--child", which, "--data", str(data_dir), "--out", str(work_dir)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env={**os.environ, **CHILD_ENV})
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summary(runs: list[dict]) -> dict:
+    """Medians of wall and peak over the runs, with their spread."""
+    walls, peaks = [r["wall_s"] for r in runs], [r["peak_mb"] for r in runs]
+    return {"wall_s": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
+            "peak_mb": statistics.median(peaks), "peak_min": min(peaks), "peak_max": max(peaks),
+            "runs": runs}
 
 
 def main() -> None:
@@ -140,6 +118,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "bench" / "out"))
     parser.add_argument("--data", default=None, help="use this CSV directory instead of generating")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side; medians are reported")
     parser.add_argument("--child", choices=["ours", "reference"], default=None)
     args = parser.parse_args()
     work_dir = Path(args.out)
@@ -155,13 +134,35 @@ def main() -> None:
         t = time.perf_counter()
         generate(data_dir, scale=args.scale, seed=args.seed)
         print(f"generated {args.scale} data in {time.perf_counter() - t:.1f}s -> {data_dir}")
-    ours = child("ours", data_dir, work_dir)
-    print(f"ours:      wall {ours['wall_s']:.2f}s (ingest {ours['ingest_s']:.2f}s, build {ours['build_s']:.2f}s)"
-          f"  peak {ours['peak_mb']:.0f} MB  {ours['examples']}")
-    ref = child("reference", data_dir, work_dir)
-    print(f"reference: wall {ref['wall_s']:.2f}s  peak {ref['peak_mb']:.0f} MB  {ref['examples']}")
+    runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+    for i in range(args.repeats):
+        for which in ("ours", "reference"):
+            r = child(which, data_dir, work_dir)
+            runs[which].append(r)
+            extra = f" (ingest {r['ingest_s']:.2f}s, build {r['build_s']:.2f}s)" if which == "ours" else ""
+            print(f"run {i + 1} {which:9s}: wall {r['wall_s']:.2f}s{extra}  peak {r['peak_mb']:.0f} MB  {r['examples']}",
+                  flush=True)
+    ours, ref = summary(runs["ours"]), summary(runs["reference"])
+    for name, s in (("ours", ours), ("reference", ref)):
+        print(f"{name:9s} median: wall {s['wall_s']:.2f}s (spread {s['wall_min']:.2f}-{s['wall_max']:.2f})  "
+              f"peak RSS {s['peak_mb']:.0f} MB (spread {s['peak_min']:.0f}-{s['peak_max']:.0f})")
+    ratios = [o["peak_mb"] / r["peak_mb"] for o, r in zip(runs["ours"], runs["reference"])]
+    print(f"memory_ratio per run pair: {', '.join(f'{x:.3f}' for x in ratios)}  "
+          "(peak resident set of the whole child process: interpreter + libraries + data)")
+
+    from pipeline_reference import cross_check
+
+    t = time.perf_counter()
+    problems = cross_check(work_dir / "warehouse_ours" / "sequences", work_dir / "reference_sequences")
+    print(f"cross-check of train/val/test/serving/items/customers, every row and value: "
+          f"{'identical' if not problems else 'DIFFERENT'} ({time.perf_counter() - t:.1f}s)")
+    for p in problems:
+        print("  " + p)
     print(f"speedup={ref['wall_s'] / ours['wall_s']:.1f} memory_ratio={ours['peak_mb'] / ref['peak_mb']:.2f} "
-          f"wall_s={ours['wall_s']:.2f}")
+          f"wall_s={ours['wall_s']:.2f} memory_ratio_spread={min(ratios):.2f}-{max(ratios):.2f} "
+          f"repeats={args.repeats} cross_check={'ok' if not problems else 'FAILED'}")
+    if problems:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

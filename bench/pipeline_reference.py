@@ -37,7 +37,7 @@ from pathlib import Path
 import polars as pl
 
 EVENT_RANK = {"view": 0, "addtocart": 1, "transaction": 2}
-ACTION_OF_RANK = {0: 4, 1: 2, 2: 1}  # the README's bitmask: 1 transaction, 2 addtocart, 4 view
+ACTION_OF_EVENT = {"view": 4, "addtocart": 2, "transaction": 1}  # the README's bitmask
 MS_PER_DAY = 86_400_000
 MAX_CATEGORY_DEPTH = 64
 TABLES = ("train", "val", "test", "serving", "items", "customers")
@@ -189,7 +189,7 @@ def reference_tables(data_dir: str | Path, *, min_user_events: int = 10, min_ite
         "customer_idx", "visitorid", "in_training",
         item=pl.col("item_idx").cast(pl.Int32), category=pl.col("categoryid").cast(pl.Int32),
         root=pl.col("root_categoryid").cast(pl.Int32),
-        action=pl.col("event_rank").replace_strict(ACTION_OF_RANK, return_dtype=pl.Int8),
+        action=pl.col("event").replace_strict(ACTION_OF_EVENT, return_dtype=pl.Int8),
         ts=pl.col("timestamp"),
     ).with_row_index("row").with_columns(pos=pl.int_range(pl.len()).over("customer_idx"))
 
@@ -310,7 +310,12 @@ def cross_check(ours_dir: str | Path, ref_dir: str | Path, max_report: int = 5) 
             if len(bad):
                 i = int(bad[0])
                 problems.append(f"{name}.{col}: {len(bad)} rows differ; first row {i}: "
-                                f"ours {ours[col][i]!r} reference {ref[col][i]!r}")
+                                f"ours {_shown(ours[col][i])} reference {_shown(ref[col][i])}")
                 if len(problems) >= max_report:
                     return problems
     return problems
+
+
+def _shown(value: object) -> str:
+    """A cell for a message: lists as Python lists."""
+    return repr(value.to_list() if isinstance(value, pl.Series) else value)
