@@ -148,9 +148,13 @@ def stale_parts(status: dict[str, Any]) -> list[str]:
                          f"({_when(ingested_at)}): rebuild and retrain")
     trained = [m["saved_at"] for m in status["models"] if m["saved_at"]]
     last_training = max(trained) if trained else None
+    # The evaluation measures the models selected on validation; the serving refit that `recs
+    # run` trains after it (`*_serving`) has no validation to measure.
+    selected = [m["saved_at"] for m in status["models"] if m["saved_at"] and not m["variant"].endswith("_serving")]
+    last_selected = max(selected) if selected else None
     evaluation, scoring = status.get("evaluation"), status.get("scoring")
-    if last_training and (evaluation is None or evaluation["created_at"] < last_training):
-        stale.append(f"no evaluation since the last training ({_when(last_training)}): run `recs evaluate`")
+    if last_selected and (evaluation is None or evaluation["created_at"] < last_selected):
+        stale.append(f"no evaluation since the last training ({_when(last_selected)}): run `recs evaluate`")
     if last_training and (scoring is None or scoring["scored_at"] < last_training):
         stale.append(f"no scoring since the last training ({_when(last_training)}): run `recs score`")
     return stale
