@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from model.baselines import Popularity, SessionPopularity
-from model.batch import TRANSACTION, Items
+from model.batch import TRANSACTION
 from model.cases import Cases, holdout_customers, next_event_cases
 from model.data import SequenceTables, history_batch
 from model.metrics import mrr_at_k, ndcg_at_k, recall_at_k, top_k
@@ -120,10 +120,8 @@ def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_pa
     recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
                               available=np.ones_like(corpus), config=config, sessions=sessions)
     fallback = np.argsort(-np.where(corpus, counts, -1.0), kind="stable")[:LIST_LEN + config.max_bought]
-    corpus_idx = np.flatnonzero(corpus).astype(np.int32)
-    retriever = Retriever(make_retrieval_model(profile.model), retrieval_params, corpus_idx,
-                          Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
-                                tables.item_root[corpus_idx]), tables.num_items, k=LIST_LEN)
+    retriever = Retriever.over_corpus(make_retrieval_model(profile.model), retrieval_params, tables, corpus,
+                                      k=LIST_LEN)
     results: list[dict] = []
     for section, part in (("next_event", cases), ("next_event_last", last)):
         if not len(part):

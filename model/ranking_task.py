@@ -53,11 +53,8 @@ def stage_one(tables: SequenceTables, profile: Profile, retrieval_params, corpus
               fit_splits: tuple[str, ...], config: CandidateConfig = CandidateConfig()
               ) -> tuple[Retriever, CandidateGenerator]:
     """The retriever and candidate generator serving would have had after `fit_splits`."""
-    retrieval = make_retrieval_model(profile.model)
-    corpus_idx = np.flatnonzero(corpus).astype(np.int32)
-    items = candidate_items(tables, corpus_idx[None, :])
-    retriever = Retriever(retrieval, retrieval_params, corpus_idx, type(items)(*(x[0] for x in items)),
-                          tables.num_items, k=config.retrieve_k)
+    retriever = Retriever.over_corpus(make_retrieval_model(profile.model), retrieval_params, tables, corpus,
+                                      k=config.retrieve_k)
     cooc = fit_cooccurrence(tables, fit_splits)
     sessions = fit_session_index(tables, fit_splits) if config.session_k > 0 else None
     generator = CandidateGenerator(retriever.item_vectors, retriever.temperature, cooc, tables.item_popularity,

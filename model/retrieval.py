@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model.batch import History, Items, RetrievalBatch
 from model.config import ModelConfig
@@ -171,6 +172,21 @@ def make_retrieval_model(config: ModelConfig, *, temperature_init: float = 0.05,
                           item_vectors=item_vectors, loss=loss, temperature=temperature)
 
 
+def corpus_items(tables, corpus) -> tuple[np.ndarray, Items]:
+    """(item_idx [I'], Items [I'] with original ids) of the items where `corpus` (bool [I+1]) is
+    True; ids from `tables` (a model.data.SequenceTables: item_ids / item_category / item_root)."""
+    idx = np.flatnonzero(corpus).astype(np.int32)
+    return idx, Items(tables.item_ids[idx], tables.item_category[idx], tables.item_root[idx])
+
+
+def corpus_vectors(model: RetrievalModel, params, items: Items, chunk: int = 8_192) -> np.ndarray:
+    """Item-tower vectors of a corpus, in chunks (float32 [I', D])."""
+    fn = jax.jit(model.item_vectors)
+    out = [np.asarray(fn(params, Items(*(np.asarray(x)[i:i + chunk] for x in items))))
+           for i in range(0, len(items.item_id), chunk)]
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
 class Retriever:
     """The retrieval candidate source: user vectors and the exact top K of the whole corpus.
 
@@ -179,21 +195,22 @@ class Retriever:
     (one compile per history width), returning model.candidates.Retrieved with dense item_idx.
     """
 
+    @classmethod
+    def over_corpus(cls, model: RetrievalModel, params, tables, corpus, **kwargs) -> "Retriever":
+        """A Retriever over the items where `corpus` (bool [I+1]) is True (see corpus_items)."""
+        corpus_idx, items = corpus_items(tables, corpus)
+        return cls(model, params, corpus_idx, items, tables.num_items, **kwargs)
+
     def __init__(self, model: RetrievalModel, params, corpus_idx, corpus_items: Items, num_items: int,
                  k: int = 100, chunk: int = 512, vector_chunk: int = 8_192):
-        import numpy as np
-
         self.model, self.params, self.chunk = model, params, chunk
         self.corpus_idx = np.asarray(corpus_idx, np.int32)
-        item_fn = jax.jit(model.item_vectors)
-        vectors = [np.asarray(item_fn(params, Items(*(np.asarray(x)[i:i + vector_chunk] for x in corpus_items))))
-                   for i in range(0, len(self.corpus_idx), vector_chunk)]
-        corpus_vectors = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
-        self.item_vectors = np.zeros((num_items + 1, corpus_vectors.shape[1]), np.float32)  # by item_idx
-        self.item_vectors[self.corpus_idx] = corpus_vectors
+        vectors = corpus_vectors(model, params, corpus_items, vector_chunk)
+        self.item_vectors = np.zeros((num_items + 1, vectors.shape[1]), np.float32)  # by item_idx
+        self.item_vectors[self.corpus_idx] = vectors
         self.temperature = float(model.temperature(params))
         self.k = min(k, len(self.corpus_idx))
-        corpus_dev = jnp.asarray(corpus_vectors)
+        corpus_dev = jnp.asarray(vectors)
         temperature = self.temperature
 
         def top(params, history: History):
@@ -205,8 +222,6 @@ class Retriever:
 
     def __call__(self, history: History):
         """Retrieved for n histories (numpy in, numpy out)."""
-        import numpy as np
-
         from model.candidates import Retrieved
 
         n = len(history.customer_id)

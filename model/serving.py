@@ -130,12 +130,8 @@ class Recommender:
         self.retriever = None
         item_vectors, temperature = np.zeros((len(corpus), 1), np.float32), 1.0
         if strategy == "model":
-            retrieval = make_retrieval_model(profile.model)
-            corpus_idx = np.flatnonzero(corpus).astype(np.int32)
-            corpus_items = Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
-                                 tables.item_root[corpus_idx])
-            self.retriever = Retriever(retrieval, retrieval_params, corpus_idx, corpus_items, tables.num_items,
-                                       k=config.retrieve_k, chunk=config.batch_size)
+            self.retriever = Retriever.over_corpus(make_retrieval_model(profile.model), retrieval_params, tables,
+                                                   corpus, k=config.retrieve_k, chunk=config.batch_size)
             item_vectors, temperature = self.retriever.item_vectors, self.retriever.temperature
         self.generator = CandidateGenerator(item_vectors, temperature, cooc, tables.item_popularity, eligible,
                                             config.candidates, sessions)

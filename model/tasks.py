@@ -23,7 +23,7 @@ from model.data import (NegativeSampler, RetrievalBatchSource, SequenceTables, S
                         history_batch, make_loader, negative_sampler)
 from model.meta import checkpoint_version, combined_version, new_model_version, read_checkpoint_meta  # noqa: F401
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k
-from model.retrieval import make_retrieval_model
+from model.retrieval import corpus_items, corpus_vectors, make_retrieval_model
 from model.transformer import weight_decay_mask
 from model.train import FitResult, MetricWriter, OptimConfig, TrainTask, fit, load_best_params
 from recs.sequences import SPLITS, read_meta
@@ -150,15 +150,7 @@ class RetrievalTrainSource:
 
 def item_corpus(tables: SequenceTables) -> tuple[np.ndarray, Items]:
     """(item_idx [I'], Items [I']) of every retrievable item, latest category."""
-    idx = np.flatnonzero(corpus_mask(tables)).astype(np.int32)
-    return idx, Items(tables.item_ids[idx], tables.item_category[idx], tables.item_root[idx])
-
-
-def corpus_vectors(model, params, items: Items, chunk: int = 8_192) -> np.ndarray:
-    """Item-tower vectors of a corpus, in chunks (float32 [I', D])."""
-    fn = jax.jit(model.item_vectors)
-    out = [np.asarray(fn(params, Items(*(x[i:i + chunk] for x in items)))) for i in range(0, len(items.item_id), chunk)]
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+    return corpus_items(tables, corpus_mask(tables))
 
 
 def user_vectors(model, params, history, chunk: int = 1_024) -> np.ndarray:
