@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 
-
 import numpy as np
 
 from model.batch import History, Items, RankingBatch
-from model.candidates import CandidateGenerator
+from model.candidates import NUM_FEATURES, CandidateGenerator
 from model.cases import Cases
 from model.data import SequenceTables, _EpochBatchSource, history_batch
 
@@ -63,11 +62,11 @@ def build_ranking_cases(tables: SequenceTables, cases: Cases, generator: Candida
     """Candidates, features and labels of `cases` (keep: slots per row; None = all)."""
     rng = np.random.default_rng([seed, 11])
     parts: dict[str, list] = {k: [] for k in ("item_idx", "source", "features", "target", "labels")}
+    history = history_batch(tables, cases.history, cases.visitorid, np.arange(len(cases)))  # once, sliced below
+    hist = cases.history
     for start in range(0, len(cases), CHUNK_ROWS):
         rows = np.arange(start, min(start + CHUNK_ROWS, len(cases)))
-        hist = cases.history
-        history = history_batch(tables, hist, cases.visitorid, rows)
-        retrieved = retriever(history) if retriever is not None else None
+        retrieved = retriever(History(*(x[rows] for x in history))) if retriever is not None else None
         cs = generator.generate(hist.item[rows], hist.action[rows], retrieved)
         target = ((cs.item_idx == cases.target_idx[rows, None]) & (cs.item_idx > 0)).astype(np.int8)
         labels = future_labels(cs.item_idx, cases.future_item[rows], cases.future_action[rows])
@@ -82,11 +81,8 @@ def build_ranking_cases(tables: SequenceTables, cases: Cases, generator: Candida
         if progress is not None:
             progress(len(rows))
     joined = {k: np.concatenate(v) for k, v in parts.items()} if parts["item_idx"] else None
-    history = history_batch(tables, cases.history, cases.visitorid, np.arange(len(cases)))
     if joined is None:
         width = keep or generator.config.width
-        from model.candidates import NUM_FEATURES
-
         joined = {"item_idx": np.zeros((0, width), np.int32), "source": np.zeros((0, width), np.int8),
                   "features": np.zeros((0, width, NUM_FEATURES), np.float16),
                   "target": np.zeros((0, width), np.int8), "labels": np.zeros((0, width), np.int8)}
