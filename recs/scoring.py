@@ -38,9 +38,6 @@ def load_serving_models(checkpoint_dir: str | Path):
     from model.train import load_best_params
 
     ret_dir, rank_dir = serving_checkpoint(checkpoint_dir, "retrieval"), checkpoint_path(checkpoint_dir, "ranking")
-    for directory in (ret_dir, rank_dir):
-        if not any(directory.glob("best/*")) and not any(directory.glob("latest/*")):
-            raise FileNotFoundError(f"no trained model in {directory}: run `recs run` or `recs retrain` first")
     retrieval_params, ret_meta = load_best_params(ret_dir)
     ranking_params, rank_meta = load_best_params(rank_dir)
     for directory, meta in ((ret_dir, ret_meta), (rank_dir, rank_meta)):
