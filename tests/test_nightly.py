@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_nightly_deployment_on_a_real_prefect_server(tiny_trained, tmp_path):
         customer, item = append_todays_views(data, warehouse)
         assert query(warehouse, "SELECT count(*) FROM events WHERE visitorid = ? AND itemid = ?",
                      [customer, item]) == [(0,)]
-        trigger = textwrap_script(f"""
+        trigger = textwrap.dedent(f"""
             import time
             from prefect import get_client
             from prefect.deployments import run_deployment
@@ -164,8 +165,3 @@ def test_nightly_deployment_on_a_real_prefect_server(tiny_trained, tmp_path):
                  [customer, item]) == [(NEW_VIEWS,)]
     assert item in published_list(warehouse, customer)
 
-
-def textwrap_script(source: str) -> str:
-    import textwrap
-
-    return textwrap.dedent(source)
