@@ -86,12 +86,6 @@ def session_rows(events_csv: Path) -> dict:
             "num_items": int(items.max()), "items": items}
 
 
-def ranks_of_lists(top: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """1-based rank of each target in its list (0 = absent)."""
-    hit = top == target[:, None]
-    return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
-
-
 def baseline_lists(sessions: dict, query: np.ndarray) -> dict[str, np.ndarray]:
     """Top-20 lists (file item ids) of every baseline for the held-out histories."""
     from model.baselines import Popularity, SessionPopularity
@@ -130,17 +124,13 @@ def product_lists(warehouse: Path, visitorids: np.ndarray) -> tuple[np.ndarray, 
 
 
 def model_alone_lists(warehouse: Path, checkpoints: Path, visitorids: np.ndarray) -> dict[str, np.ndarray]:
-    """Top-20 of the two-tower model alone and of the ranker over its candidates (no rules)."""
+    """Top-20 of the two-tower model alone and of the ranker over its candidates (no rules):
+    the serving recommender nightly scoring builds (recs.scoring.load_scorer), rules off."""
     from model.data import serving_histories
-    from model.ranking_task import fit_cooccurrence, fit_session_index
-    from model.serving import Recommender, ServingConfig
-    from recs.scoring import load_serving_models
-    from model.tasks import corpus_mask, load_tables
-    from model.retrieval import Retriever, make_retrieval_model
-    from model.batch import Items
+    from recs.scoring import load_scorer
 
-    profile, retrieval_params, ranking_params, _ = load_serving_models(checkpoints)
-    tables = load_tables(warehouse, profile, refit=True)
+    scorer = load_scorer(warehouse, checkpoints, top_n=K, exclude_unavailable=False, exclude_bought=False)
+    tables, recommender = scorer.tables, scorer.recommender
     chunks = list(serving_histories(tables, chunk_rows=1 << 18))
     visitor = np.concatenate([c.visitorid for c in chunks])
     pick = np.searchsorted(visitor, visitorids) if np.all(np.diff(visitor) > 0) else None
@@ -150,17 +140,8 @@ def model_alone_lists(warehouse: Path, checkpoints: Path, visitorids: np.ndarray
     history = type(chunks[0].history)(*(np.concatenate([getattr(c.history, f) for c in chunks])[pick]
                                         for f in chunks[0].history._fields))
     history_idx = np.concatenate([c.history_item_idx for c in chunks])[pick]
-    corpus = corpus_mask(tables)
-    corpus_idx = np.flatnonzero(corpus).astype(np.int32)
-    retriever = Retriever(make_retrieval_model(profile.model), retrieval_params, corpus_idx,
-                          Items(tables.item_ids[corpus_idx], tables.item_category[corpus_idx],
-                                tables.item_root[corpus_idx]), tables.num_items, k=K)
-    two_tower = tables.item_ids[retriever(history).item_idx]
-    splits = ("train", "val", "test")
-    cooc, sessions = fit_cooccurrence(tables, splits), fit_session_index(tables, splits)
-    recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
-                              available=np.ones_like(corpus), config=ServingConfig(exclude_bought=False),
-                              sessions=sessions)
+    # Retrieval's top K (K <= retrieve_k) over the whole corpus, as the retrieval source sees it.
+    two_tower = tables.item_ids[recommender.retriever(history).item_idx[:, :K]]
     ranked = recommender.recommend(history, history_idx, history.action, top_n=K)
     return {"two_tower alone": two_tower, "ranker over its candidates": tables.item_ids[ranked.item_idx]}
 
@@ -206,11 +187,12 @@ def main() -> None:
     lists.update(baseline_lists(sessions, query))
     repeat = target == query[:, -1]
 
+    from model.evaluation import list_ranks
     from model.metrics import mrr_at_k, recall_at_k
 
     rows, figures = [], {}
     for name, top in lists.items():
-        ranks = ranks_of_lists(np.asarray(top)[:, :K], target)
+        ranks = list_ranks(np.asarray(top)[:, :K], target)
         figures[name] = (recall_at_k(ranks, K), mrr_at_k(ranks, K))
         rows.append([name, *figures[name], recall_at_k(ranks[~repeat], K)])
     for name, r, m in PUBLISHED:
