@@ -232,3 +232,14 @@ def test_recs_personas_rejects_bad_input(scored: Path, tiny_trained: TinyTrained
     code = main(["personas", "--warehouse", str(scored), "--checkpoints", str(tiny_trained.checkpoint_dir),
                  "--top-n", "0"])
     assert code == 2 and "--top-n must be >= 1" in capsys.readouterr().err
+
+
+def test_a_file_incumbent_is_not_covered_by_personas(scored: Path, tiny_trained: TinyTrained):
+    from recs.persona_probe import format_personas, probe_personas
+
+    result = probe_personas(scored, tiny_trained.checkpoint_dir, top_n=TOP_N, incumbent="lists/shop_lists.csv")
+    assert result["incumbent"] == "shop_lists" and not result["incumbent_covered"]
+    assert {r["system"] for r in result["rows"]} == {"ours", "popularity"}
+    assert "personas do not cover it" in format_personas(result)
+    stored = query(scored, "SELECT DISTINCT system FROM comparison_metrics WHERE incumbent = 'shop_lists' ORDER BY 1")
+    assert stored == [("ours",), ("popularity",)]
