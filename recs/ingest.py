@@ -1,5 +1,5 @@
 """Ingest: Retail Rocket CSVs -> warehouse tables (events, quarantine_events, categories,
-item_snapshots, items; ingest_runs is created here and appended by flows/ingest.py).
+item_snapshots, items, item_prices; ingest_runs is created here and appended by flows/ingest.py).
 
 events.csv is streamed in blocks of whole lines. While the file is plainly clean (the usual
 case: nothing but digits, separators, line ends and event names, five fields a line, ids that
@@ -53,6 +53,8 @@ QUARANTINE_REASONS = (
     "nonpositive_id",
     "timestamp_out_of_range",
 )
+# The item property read as a price (an assumption: see the README's "Item prices").
+PRICE_PROPERTY = "790"
 MAX_CATEGORY_DEPTH = 64  # guard for the recursive walk of the category tree
 MS_PER_DAY = 86_400_000
 EVENT_LINES_VIEW = "stg_event_lines"  # the Arrow table stg_events_parsed.sql reads
@@ -66,6 +68,7 @@ QUARANTINED_LINES_VIEW = "stg_quarantined_lines"  # the one int_quarantine_event
 WORKING_TABLES = (
     "stg_events_parsed",
     "stg_item_properties",
+    "stg_item_prices",
     "stg_category_tree",
     "int_events_rejected",
     "int_item_category_snapshots",
@@ -73,7 +76,7 @@ WORKING_TABLES = (
     "int_item_states",
 )
 # The tables ingest_dir replaces (ingest_runs is only ever appended to).
-WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items")
+WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items", "item_prices")
 # The ingest flow (and `recs ingest --max-quarantine-share`) fails when more of events.csv's
 # rows than this are quarantined: a file that bad is more likely a wrong export than dirty data.
 DEFAULT_MAX_QUARANTINE_SHARE = 0.05
@@ -343,9 +346,12 @@ def stage_optional_inputs(con: duckdb.DuckDBPyConnection, inputs: dict[str, Any]
         check_header(tree, first_line(tree), CATEGORY_TREE_HEADER)
     try:
         if inputs["item_properties"]:
-            run_sql(con, "staging/stg_item_properties", paths=[str(p) for p in inputs["item_properties"]])
+            paths = [str(p) for p in inputs["item_properties"]]
+            run_sql(con, "staging/stg_item_properties", paths=paths)
+            run_sql(con, "staging/stg_item_prices", paths=paths, property=PRICE_PROPERTY)
         else:
             run_sql(con, "staging/stg_item_properties_empty")
+            run_sql(con, "staging/stg_item_prices_empty")
     except duckdb.Error as exc:
         names = ", ".join(str(p) for p in inputs["item_properties"])
         raise ValueError(f"{names}: unreadable as CSV lines ({_first_line_of(exc)})") from exc
@@ -403,6 +409,7 @@ def build_tables(con: duckdb.DuckDBPyConnection, events_path: Path, plausible_wi
     run_sql(con, "intermediate/int_item_states")
     run_sql(con, "intermediate/int_events_asof")
     run_sql(con, "intermediate/int_items")
+    run_sql(con, "intermediate/int_item_prices")
     run_sql(con, "intermediate/int_ingest_runs")
     return "arrow" if lines is None else "sql"
 
@@ -445,6 +452,7 @@ def summarize(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "n_items": _scalar(con, "SELECT count(*) FROM items"),
         "n_categories": _scalar(con, "SELECT count(*) FROM categories"),
         "n_item_snapshots": _scalar(con, "SELECT count(*) FROM item_snapshots"),
+        "n_item_prices": _scalar(con, "SELECT count(*) FROM item_prices"),
         "property_rows_used": _scalar(con, "SELECT count(*) FILTER (WHERE usable) FROM stg_item_properties"),
         "property_rows_skipped": _scalar(con, "SELECT count(*) FILTER (WHERE NOT usable) FROM stg_item_properties"),
         "category_rows_skipped": _scalar(con, "SELECT count(*) FILTER (WHERE NOT usable) FROM stg_category_tree"),
