@@ -28,6 +28,7 @@ Stages (each also a Prefect flow in flows/):
   recommend        one customer's history and list
   deploy           serve Prefect deployments (nightly scoring, weekly retrain)
   status           what the warehouse and checkpoints hold, and what is stale
+  ui               the side-by-side page: the incumbent's lists beside ours, with ratings
 
 Every parameter can also come from a TOML file (`recs --config recs.toml COMMAND`, or
 $RECS_CONFIG): one [section] per flow, keys named like its parameters, e.g.
@@ -53,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("recs.recommend:recommend_for_customer", "recommend"),
     "deploy": ("flows.deploy:serve_deployments", "deploy"),
     "status": ("recs.status:collect_status", "status"),
+    "ui": ("recs.ui.launch:serve_ui", "ui"),
 }
 INGEST_TARGET = "flows.ingest:ingest"
 # Sections that configure a flow run by another command: `recs build --data` ingests first
@@ -266,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse(p)
     _add_checkpoints(p)
     p.add_argument("--json", action="store_true", default=S, help="print the status as JSON")
+
+    p = add("ui", help="the side-by-side page: the incumbent's lists beside ours, with ratings",
+            description="A Streamlit page: pick a customer, a persona or type a history; the incumbent's list and ours side by side (shared items highlighted), agreement and beyond-accuracy numbers, ratings stored in the warehouse table feedback. Blocks until stopped; never holds the warehouse open.")
+    _add_warehouse(p)
+    _add_checkpoints(p)
+    p.add_argument("--port", type=int, default=S, help="port to serve on")
+    p.add_argument("--address", default=S, help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--incumbent", default=S, metavar="NAME", help="incumbent shown first (default: the last loaded)")
     return parser
 
 
