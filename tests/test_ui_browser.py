@@ -82,7 +82,7 @@ def test_the_page_in_chromium_shows_both_lists_and_stores_a_rating(served, publi
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1600, "height": 2000})
+            viewport={"width": 1600, "height": 1700})
         try:
             page = browser.new_page()
             page.goto(url)

@@ -104,3 +104,60 @@ def test_another_customer_typed_in_the_sidebar(page, published_warehouse):
     assert rows["ours"] and rows["incumbent"]
     at.text_input(key="customer_id").set_value("999999999").run()
     assert any("not in the warehouse" in e.value for e in at.error)
+
+
+def test_a_typed_history_is_scored_through_the_serving_path_beside_item_knn(page, published_warehouse):
+    from recs.recommend import recommend_for_history
+    from recs.scoring import load_scorer
+
+    at, warehouse = page
+    popular = [r[0] for r in query(warehouse, "SELECT itemid FROM items ORDER BY n_events DESC, itemid LIMIT 3")]
+    steps = [(popular[0], "view"), (popular[1], "view"), (popular[2], "addtocart")]
+    at.radio(key="mode").set_value("Typed history").run()
+    assert at.text_area(key="history_text").value == f"{popular[0]}, {popular[1]}, {popular[2]}:addtocart"
+    assert any("not covered" in md.value for md in at.markdown)  # shop's lists are its own customers'
+    assert rows_of(at)["incumbent"] == []
+    at.selectbox(key="incumbent").set_value("item_knn").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Typed history of 3 steps"
+    rows = rows_of(at)
+    k = at.slider(key="top_n").value
+    checkpoints = published_warehouse.checkpoint_dir
+    expected_ours = recommend_for_history(load_scorer(warehouse, checkpoints, top_n=TOP_N), steps, k)
+    expected_knn = recommend_for_history(load_scorer(warehouse, checkpoints, top_n=TOP_N, strategy="item_knn"), steps, k)
+    assert [i for i, _ in rows["ours"]] == [r["item_id"] for r in expected_ours]
+    assert [i for i, _ in rows["incumbent"]] == [r["item_id"] for r in expected_knn]
+    both = {r["item_id"] for r in expected_ours} & {r["item_id"] for r in expected_knn}
+    assert {i for i, other in rows["ours"] if other} == both
+
+    at.feedback(key="stars|history:{},{},{}:addtocart|incumbent".format(*popular)).set_value(4).run()
+    at.button(key="submit-incumbent").click().run()
+    [row] = read_feedback(warehouse)
+    assert (row["customer"], row["customer_id"], row["system"], row["rating"], row["incumbent"], row["run_id"]) == (
+        "history:{},{},{}:addtocart".format(*popular), None, "incumbent", 5, "item_knn", None)
+
+
+def test_a_persona_shows_its_history_and_preference(page):
+    at, _ = page
+    at.radio(key="mode").set_value("Persona").run()
+    at.selectbox(key="persona").set_value("brand_loyal").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Persona brand loyal"
+    assert rows_of(at)["ours"]
+    assert any("share in focus (root category" in md.value for md in at.markdown)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--warehouse", "{tmp}/none"], "no warehouse at"),
+    (["--port", "70000"], "--port must be between 1 and 65535"),
+    (["--incumbent", "nobody"], "no incumbent 'nobody' in the warehouse (loaded: shop)"),
+])
+def test_recs_ui_bad_input_is_one_line_and_exit_2(published_warehouse, tmp_path, capsys, argv, message):
+    from recs.cli import main
+
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--warehouse" not in argv:
+        argv += ["--warehouse", str(published_warehouse.warehouse_dir)]
+    assert main(["ui", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("recs ui: error: ") and message in err[0], err

@@ -123,7 +123,7 @@ def choose_subject(cfg, snapshot: str, incumbent: str | None):
 
 def show_list(side: lists.SideBySide, system: str, cfg, run_id: str | None) -> None:
     rows = side.ours if system == "ours" else side.incumbent
-    name = "ours" if system == "ours" else (side.incumbent_name or "none")
+    name = side.ours_strategy if system == "ours" else (side.incumbent_name or "none")
     detail = side.ours_origin if system == "ours" else ("stored lists" if side.subject.kind == "customer"
                                                         else "built-in, computed live")
     st.markdown(render.header_html(system, name, detail if rows else ""), unsafe_allow_html=True)
@@ -132,7 +132,9 @@ def show_list(side: lists.SideBySide, system: str, cfg, run_id: str | None) -> N
         return
     st.markdown(render.column_heads(), unsafe_allow_html=True)
     shared = side.shared_ranks[system]
-    list_run = run_id if (system == "incumbent" or side.ours_origin.startswith("published")) else None
+    # The run the lists are compared against (None for lists computed live: no run made them).
+    live = side.subject.kind != "customer" or (system == "ours" and not side.ours_origin.startswith("published"))
+    list_run = None if live else run_id
     for row in rows:
         with st.container(key=f"row-{system}-{row['rank']}"):
             left, right = st.columns([12, 2], vertical_alignment="center")
@@ -150,7 +152,7 @@ def show_list(side: lists.SideBySide, system: str, cfg, run_id: str | None) -> N
         with b:
             st.button(f"Submit {render.SYSTEM_TITLES[system].lower()} rating", key=f"submit-{system}",
                       on_click=save_list_rating, args=(cfg.warehouse, stars_key, side, system, list_run),
-                      use_container_width=True)
+                      width="stretch")
         saved = st.session_state.get("saved")
         if saved and saved[0] == system:
             getattr(st, saved[1])(saved[2])
@@ -198,7 +200,7 @@ def show_feedback(cfg, side: lists.SideBySide) -> None:
     if mine:
         with st.expander(f"Ratings of {side.subject.label.lower()} ({len(mine)})"):
             st.dataframe([{k: r[k] for k in ("given_at", "system", "kind", "item_id", "rating", "incumbent", "run_id")}
-                          for r in reversed(mine)], hide_index=True, use_container_width=True)
+                          for r in reversed(mine)], hide_index=True, width="stretch")
 
 
 def main() -> None:
@@ -271,7 +273,7 @@ def main() -> None:
     overview = data.comparison_overview(cfg.warehouse, run_id, incumbent)
     if overview:
         with st.expander(f"All customers: `recs compare` figures for run {run_id} vs {incumbent}"):
-            st.dataframe(overview, hide_index=True, use_container_width=True)
+            st.dataframe(overview, hide_index=True, width="stretch")
 
 
 main()

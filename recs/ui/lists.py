@@ -33,6 +33,7 @@ class SideBySide:
     ours_origin: str
     incumbent_note: str = ""
     seen: set[int] = field(default_factory=set)
+    ours_strategy: str = "model"  # what ranked our list (the publishing guard's choice)
 
     @property
     def shared_ranks(self) -> dict[str, dict[int, int]]:
@@ -84,7 +85,7 @@ def for_customer(warehouse_dir: str | Path, customer_id: int, incumbent: str | N
                       ours=enrich(warehouse_dir, ours, seen),
                       incumbent=enrich(warehouse_dir, theirs, seen) if theirs else None,
                       history=history, n_events=events["n_events"], ours_origin=origin, incumbent_note=note,
-                      seen=seen)
+                      seen=seen, ours_strategy=_run_strategy(run))
 
 
 def for_history(warehouse_dir: str | Path, subject: Subject, incumbent: str | None, top_n: int,
@@ -106,7 +107,8 @@ def for_history(warehouse_dir: str | Path, subject: Subject, incumbent: str | No
     return SideBySide(subject=subject, incumbent_name=incumbent, top_n=top_n, ours=enrich(warehouse_dir, ours, seen),
                       incumbent=enrich(warehouse_dir, theirs, seen) if theirs else None,
                       history=_history_rows(warehouse_dir, subject.history), n_events=len(subject.history),
-                      ours_origin="computed live through the nightly serving path", incumbent_note=note, seen=seen)
+                      ours_origin="computed live through the nightly serving path", incumbent_note=note, seen=seen,
+                      ours_strategy=_run_strategy(run))
 
 
 def _run_strategy(run: dict | None) -> str:
