@@ -28,6 +28,7 @@ Stages (each also a Prefect flow in flows/):
   recommend        one customer's history and list
   deploy           serve Prefect deployments (nightly scoring, weekly retrain)
   status           what the warehouse and checkpoints hold, and what is stale
+  compare          our published lists against an incumbent's (a shop's files or a baseline)
   ui               the side-by-side page: the incumbent's lists beside ours, with ratings
 
 Every parameter can also come from a TOML file (`recs --config recs.toml COMMAND`, or
@@ -54,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("recs.recommend:recommend_for_customer", "recommend"),
     "deploy": ("flows.deploy:serve_deployments", "deploy"),
     "status": ("recs.status:collect_status", "status"),
+    "compare": ("flows.compare:compare", "compare"),
     "ui": ("recs.ui.launch:serve_ui", "ui"),
 }
 INGEST_TARGET = "flows.ingest:ingest"
@@ -246,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --data: the scale of the generated data")
     _add_keep_model(p)
     _add_quarantine(p)
+    p.add_argument("--compare-with", default=S, metavar="INCUMBENT",
+                   help="end with `recs compare` against this incumbent (item_knn, popularity or a lists file; none: skip)")
 
     p = add("recommend", help="one customer's recent history and list")
     p.add_argument("--customer-id", type=int, default=S, help="original visitorid (required)")
@@ -269,6 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoints(p)
     p.add_argument("--json", action="store_true", default=S, help="print the status as JSON")
 
+    p = add("compare", help="compare the published lists with an incumbent's",
+            description="Load an incumbent's lists (CSV / parquet file or directory with customer_id, rank, item_id[, score]; "
+                        "bad rows are counted by reason and kept out) or export a built-in baseline's (item_knn, popularity), "
+                        "then write agreement, beyond-accuracy and test-period accuracy (paired bootstrap 95% interval of "
+                        "ours - incumbent) by segment into comparison_metrics.")
+    p.add_argument("--incumbent", default=S, metavar="PATH|popularity|item_knn",
+                   help="the incumbent's lists: a file or directory, or a built-in baseline")
+    p.add_argument("--name", default=S, help="the incumbent's name in the tables (default: the built-in's name or the file's stem)")
+    p.add_argument("--k", default=S, metavar="K[,K...]", help="list depths compared, comma-separated")
+    _add_warehouse(p)
+    _add_checkpoints(p)
+    p.add_argument("--seed", type=int, default=S, help="random seed (bootstrap, customer sample)")
+    p.add_argument("--bootstrap", type=int, default=S, metavar="N", help="bootstrap resamples of the accuracy difference")
+    p.add_argument("--max-accuracy-customers", type=int, default=S, metavar="N",
+                   help="test-period customers scored for accuracy (a deterministic sample beyond)")
+    p.add_argument("--top-n", type=int, default=S, help="length of a built-in incumbent's lists")
+
     p = add("ui", help="the side-by-side page: the incumbent's lists beside ours, with ratings",
             description="A Streamlit page: pick a customer, a persona or type a history; the incumbent's list and ours side by side (shared items highlighted), agreement and beyond-accuracy numbers, ratings stored in the warehouse table feedback. Blocks until stopped; never holds the warehouse open.")
     _add_warehouse(p)
@@ -287,7 +308,7 @@ def _print_result(result) -> None:
 # Bad input: the CLI prints these as one line and exits 2. Anything else is unexpected: one line
 # saying to re-run with --debug (exit 1); with --debug, the traceback too.
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
-FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run"}
+FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "compare"}
 INGEST_ONLY = {"data_dir", "plausible_window_days", "max_quarantine_share"}  # `recs build`'s ingest options
 
 
@@ -464,6 +485,20 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
             _require_checkpoint(p["checkpoint_dir"], model, (f"{model}_serving", model))
     elif cmd == "recommend":
         _require_positive("--top-n", p["top_n"])
+    elif cmd == "compare":
+        from recs.compare import parse_ks
+        from recs.incumbent import incumbent_files, is_builtin
+
+        _require_sequences(p["warehouse_dir"])
+        parse_ks(p["k"])
+        _require_positive("--top-n", p["top_n"])
+        _require_positive("--max-accuracy-customers", p["max_accuracy_customers"])
+        if p["bootstrap"] < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {p['bootstrap']}")
+        if not is_builtin(p["incumbent"]):
+            incumbent_files(p["incumbent"])  # FileNotFoundError / ValueError naming the path
+        for model in ("retrieval", "ranking"):  # the test-period lists use the models selected on validation
+            _require_checkpoint(p["checkpoint_dir"], model, (model,))
 
 
 _SHOW_TRACEBACKS = {"on": False}  # --debug of the current `main` call
@@ -514,6 +549,11 @@ def execute(cmd: str, prepared: dict, as_json: bool = False) -> None:
         _print_result(_call(target, **p))
     elif cmd == "run":
         _call(target, **p)  # prints its own report
+    elif cmd == "compare":
+        result = _call(target, **p)
+        from flows.compare import validation_lines
+
+        print("\n".join(validation_lines(result["validation"])) + "\n\n" + result["markdown"])
     elif cmd == "recommend":
         from recs.recommend import format_recommendation
 

@@ -2,6 +2,7 @@
 two lists with the shared items marked, the numbers beside them, ratings written as feedback."""
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -161,3 +162,17 @@ def test_recs_ui_bad_input_is_one_line_and_exit_2(published_warehouse, tmp_path,
     assert main(["ui", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("recs ui: error: ") and message in err[0], err
+
+
+def test_beyond_accuracy_of_one_list_by_hand():
+    from recs.ui.data import beyond_accuracy
+
+    items = [{"item_id": 1, "categoryid": 5, "root_categoryid": 1, "available": True, "n_events": 9},
+             {"item_id": 2, "categoryid": 5, "root_categoryid": 1, "available": False, "n_events": 0},
+             {"item_id": 3, "categoryid": 7, "root_categoryid": 2, "available": None, "n_events": 3}]
+    got = beyond_accuracy(items, seen={2}, totals={"total_events": 100, "catalogue": 10})
+    # novelty: mean -log2((n + 1) / (100 + 10)); one same-leaf pair of three (ordered: 2 of 6).
+    novelty = (-math.log2(10 / 110) - math.log2(1 / 110) - math.log2(4 / 110)) / 3
+    assert got == pytest.approx({"diversity": 2.0, "intra_list_dissimilarity": 1 - 2 / 6, "novelty": novelty,
+                                 "repeat_share": 1 / 3, "unavailable_share": 1 / 3})
+    assert beyond_accuracy([], set(), {"total_events": 1, "catalogue": 1}) == dict.fromkeys(got)

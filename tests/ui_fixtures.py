@@ -18,11 +18,6 @@ SHOP = "shop"
 SHARED_OUR_RANKS = (1, 3, 5)
 TOP_N = 10
 
-INCUMBENT_LISTS = """
-CREATE TABLE IF NOT EXISTS incumbent_lists (
-    incumbent VARCHAR NOT NULL, customer_id BIGINT NOT NULL, rank INTEGER NOT NULL, item_id BIGINT NOT NULL,
-    score DOUBLE, loaded_at TIMESTAMP)
-"""
 SHOP_LISTS = """
 INSERT INTO incumbent_lists
 WITH ours AS (SELECT customer_id, rank, item_id FROM latest_recommendations),
@@ -53,10 +48,10 @@ class PublishedWarehouse:
 
 
 def add_shop_incumbent(warehouse_dir: Path, name: str = SHOP, top_n: int = TOP_N) -> None:
-    from recs.warehouse import connect
+    from recs.warehouse import connect, run_sql
 
     with connect(warehouse_dir) as con:
-        con.execute(INCUMBENT_LISTS)
+        run_sql(con, "marts/incumbent_lists")
         con.execute(SHOP_LISTS, {"shared": list(SHARED_OUR_RANKS), "name": name, "top_n": top_n})
 
 

@@ -9,7 +9,6 @@ picked up on the next rerun.
 """
 from __future__ import annotations
 
-import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,23 +142,26 @@ def comparison_overview(warehouse_dir: str | Path, run_id: str | None, incumbent
 
 
 def beyond_accuracy(items: list[dict], seen: set[int], totals: dict) -> dict[str, float | None]:
-    """One list's beyond-accuracy numbers, as `recs compare` defines them per customer:
-    diversity (distinct root categories), intra_list_dissimilarity (share of item pairs in
-    different leaf categories), novelty (mean -log2 of the item's add-one smoothed share of all
-    events), repeat_share (items the customer already had an event on), unavailable_share."""
-    n = len(items)
-    if not n:
-        return dict.fromkeys(("diversity", "intra_list_dissimilarity", "novelty", "repeat_share", "unavailable_share"))
-    denominator = float(totals["total_events"] + totals["catalogue"])
-    leaves = [i.get("categoryid") or 0 for i in items]
-    same = sum(leaves.count(c) * (leaves.count(c) - 1) for c in set(leaves))
-    return {
-        "diversity": float(len({i.get("root_categoryid") or 0 for i in items})),
-        "intra_list_dissimilarity": 1 - same / (n * (n - 1)) if n >= 2 else None,
-        "novelty": sum(-math.log2(((i.get("n_events") or 0) + 1) / denominator) for i in items) / n,
-        "repeat_share": sum(i["item_id"] in seen for i in items) / n,
-        "unavailable_share": sum(i.get("available") is False for i in items) / n,
-    }
+    """One list's beyond-accuracy numbers, computed by `recs compare`'s own per-customer code
+    (diversity, intra_list_dissimilarity, novelty, repeat_share, unavailable_share)."""
+    import polars as pl
+
+    from recs.compare import beyond_per_customer
+
+    names = ("diversity", "intra_list_dissimilarity", "novelty", "repeat_share", "unavailable_share")
+    if not items:
+        return dict.fromkeys(names)
+    frame = pl.DataFrame({
+        "system": ["list"] * len(items), "customer_id": [0] * len(items),
+        "position": list(range(1, len(items) + 1)), "item_id": [int(i["item_id"]) for i in items],
+        "categoryid": [int(i.get("categoryid") or 0) for i in items],
+        "root_categoryid": [int(i.get("root_categoryid") or 0) for i in items],
+        "available": [i.get("available") is not False for i in items],
+        "n_events": [int(i.get("n_events") or 0) for i in items],
+        "seen": [int(i["item_id"]) in seen for i in items]})
+    rows = beyond_per_customer(frame, [len(items)], totals["total_events"], totals["catalogue"])
+    values = dict(rows.select("metric", "value").iter_rows())
+    return {name: values.get(name) for name in names}
 
 
 def popular_items(warehouse_dir: str | Path, n: int) -> list[int]:
