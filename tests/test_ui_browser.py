@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import duckdb
+
 from recs.feedback import read_feedback
-from recs.warehouse import connect
+from recs.warehouse import connect, db_path
 from tests.trained_fixtures import copy_warehouse, tiny_trained, tiny_warehouse  # noqa: F401
 from tests.ui_fixtures import SHARED_OUR_RANKS, SHOP, TOP_N, PublishedWarehouse, published_warehouse  # noqa: F401
 from tests.warehouse_queries import query
@@ -109,6 +111,10 @@ def test_the_page_in_chromium_shows_both_lists_and_stores_a_rating(served, publi
             page.get_by_text("Saved 2★ for the incumbent list").wait_for(timeout=20_000)
             page.locator("td", has_text="2.0 ★ (1)").first.wait_for(timeout=20_000)
             page.screenshot(path=str(OUTPUT / "ui_side_by_side.png"), full_page=True)
+            # The page, open in the browser after its queries and a rating, holds no connection:
+            # DuckDB would refuse this writable open while any process had the file open
+            # (tests/test_readers.py asserts the refusal beside a held reader).
+            duckdb.connect(os.path.realpath(db_path(warehouse))).close()
         finally:
             browser.close()
 

@@ -76,8 +76,12 @@ def for_customer(warehouse_dir: str | Path, customer_id: int, incumbent: str | N
         ours = _live_customer(get_scorer(_run_strategy(run)), customer_id, top_n)
         origin = "computed live: not in the latest published run"
     theirs = data.incumbent_list(warehouse_dir, incumbent, customer_id, top_n) if incumbent else []
-    note = "" if theirs else (f"{incumbent} has no list for customer {customer_id}" if incumbent
-                              else "no incumbent lists loaded: run `recs compare --incumbent PATH`")
+    note = ""
+    if not theirs:
+        stored = incumbent in {i["incumbent"] for i in data.incumbents(warehouse_dir)}
+        note = (f"not covered: {incumbent} has no list for customer {customer_id}" if stored else
+                f"no stored lists of {incumbent}: load them with `recs compare --incumbent {incumbent}`"
+                if incumbent in LIVE_INCUMBENTS else f"no stored lists of {incumbent}: run `recs compare --incumbent PATH`")
     seen = data.customer_item_ids(warehouse_dir, customer_id)
     history = [{"time": h["time"], "event": h["event"], "item_id": h["itemid"], "categoryid": h["categoryid"],
                 "root_categoryid": h["root"]} for h in events["history"]]
