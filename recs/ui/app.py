@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from html import escape
 
 import streamlit as st
 
@@ -232,6 +233,9 @@ def main() -> None:
                 f"{loaded['loaded_at']:%Y-%m-%d %H:%M}" if loaded else f"incumbent <b>{incumbent}</b> · no stored lists")
     st.title(subject.label if subject else "Side by side")
     st.markdown(f'<div class="rx-banner"><span>{run_text}</span><span>{inc_text}</span></div>', unsafe_allow_html=True)
+    if run and run.get("guard_warning"):  # e.g. ours IS the item_knn strategy tonight: say so beside the lists
+        st.markdown(f'<div class="rx-banner"><span class="rx-chip warn">publishing guard</span>'
+                    f'<span>{escape(run["guard_warning"])}</span></div>', unsafe_allow_html=True)
     if subject is None:
         st.stop()
 
