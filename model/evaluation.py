@@ -26,6 +26,7 @@ customers held out from its training (model.ranking_task.SELECTION_SHARE). Model
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -97,29 +98,54 @@ def baseline_lists(tables: SequenceTables, cases: Cases, cooc, sessions, popular
     return {k: np.concatenate(v) if v else np.zeros((0, LIST_LEN), np.int64) for k, v in out.items()}
 
 
-def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_params, split: str, *,
-                   action_weights=DEFAULT_ACTION_WEIGHTS, seed: int = 0, max_cases: int = MAX_CASES,
-                   serving: ServingConfig | None = None) -> list[dict]:
-    """Every next-event, window and ranking metric of one split (rows as dicts)."""
+@dataclasses.dataclass(frozen=True)
+class SplitServing:
+    """The serving path as it stood before a split began: indexes and popularity fitted on the
+    earlier splits only (STAGE_ONE_SPLITS), availability ignored (unknown at that time)."""
+
+    corpus: np.ndarray  # bool [I+1]
+    cooc: object  # model.cooccurrence.ItemKNN
+    sessions: object  # model.session_knn index
+    counts: np.ndarray  # float [I+1] events per item in the earlier splits
+    config: ServingConfig  # top_n = LIST_LEN
+    recommender: Recommender
+    fallback: np.ndarray  # ranked item_idx the lists are topped up from (popularity as served)
+
+
+def split_serving(tables: SequenceTables, profile, retrieval_params, ranking_params, split: str, *,
+                  action_weights=DEFAULT_ACTION_WEIGHTS, serving: ServingConfig | None = None,
+                  strategy: str = "model") -> SplitServing:
+    """The recommender (and its inputs) that lists for the cases of `split` are made with."""
     fit_splits = STAGE_ONE_SPLITS[split]
     corpus = corpus_mask(tables)
-    cases = next_event_cases(tables, split)
-    if split == "val":  # the ranker trained on the other validation customers
-        cases = cases.take(np.flatnonzero(holdout_customers(cases.customer_idx, SELECTION_SHARE, seed)))
-    last = cases.take(np.flatnonzero(cases.is_last))
-    cases, last = sample_cases(cases, max_cases, seed), sample_cases(last, max_cases, seed)
     cooc = fit_cooccurrence(tables, fit_splits)
     sessions = fit_session_index(tables, fit_splits)
     counts = np.zeros(tables.num_items + 1)
     for s in fit_splits:
         arrays = tables.split(s)
         counts += np.bincount(arrays.window.item[arrays.window.item > 0], minlength=tables.num_items + 1)
-    popularity = Popularity(counts)
     config = serving or ServingConfig(top_n=LIST_LEN, action_weights=tuple(action_weights))
     config = ServingConfig(**{**config.__dict__, "top_n": LIST_LEN, "exclude_unavailable": False})
     recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
-                              available=np.ones_like(corpus), config=config, sessions=sessions)
+                              available=np.ones_like(corpus), config=config, sessions=sessions, strategy=strategy)
     fallback = np.argsort(-np.where(corpus, counts, -1.0), kind="stable")[:LIST_LEN + config.max_bought]
+    return SplitServing(corpus, cooc, sessions, counts, config, recommender, fallback)
+
+
+def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_params, split: str, *,
+                   action_weights=DEFAULT_ACTION_WEIGHTS, seed: int = 0, max_cases: int = MAX_CASES,
+                   serving: ServingConfig | None = None) -> list[dict]:
+    """Every next-event, window and ranking metric of one split (rows as dicts)."""
+    cases = next_event_cases(tables, split)
+    if split == "val":  # the ranker trained on the other validation customers
+        cases = cases.take(np.flatnonzero(holdout_customers(cases.customer_idx, SELECTION_SHARE, seed)))
+    last = cases.take(np.flatnonzero(cases.is_last))
+    cases, last = sample_cases(cases, max_cases, seed), sample_cases(last, max_cases, seed)
+    stage = split_serving(tables, profile, retrieval_params, ranking_params, split, action_weights=action_weights,
+                          serving=serving)
+    corpus, cooc, sessions, counts = stage.corpus, stage.cooc, stage.sessions, stage.counts
+    config, recommender, fallback = stage.config, stage.recommender, stage.fallback
+    popularity = Popularity(counts)
     retriever = Retriever.over_corpus(make_retrieval_model(profile.model), retrieval_params, tables, corpus,
                                       k=LIST_LEN)
     results: list[dict] = []

@@ -29,6 +29,8 @@ Stages (each also a Prefect flow in flows/):
   personas         probe ours, the incumbent and popularity with synthetic personas
   deploy           serve Prefect deployments (nightly scoring, weekly retrain)
   status           what the warehouse and checkpoints hold, and what is stale
+  compare          our published lists against an incumbent's (a shop's files or a baseline)
+  ui               the side-by-side page: the incumbent's lists beside ours, with ratings
 
 Every parameter can also come from a TOML file (`recs --config recs.toml COMMAND`, or
 $RECS_CONFIG): one [section] per flow, keys named like its parameters, e.g.
@@ -55,6 +57,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "personas": ("flows.personas:personas", "personas"),
     "deploy": ("flows.deploy:serve_deployments", "deploy"),
     "status": ("recs.status:collect_status", "status"),
+    "compare": ("flows.compare:compare", "compare"),
+    "ui": ("recs.ui.launch:serve_ui", "ui"),
 }
 INGEST_TARGET = "flows.ingest:ingest"
 # Sections that configure a flow run by another command: `recs build --data` ingests first
@@ -246,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --data: the scale of the generated data")
     _add_keep_model(p)
     _add_quarantine(p)
+    p.add_argument("--compare-with", default=S, metavar="INCUMBENT",
+                   help="end with `recs compare` against this incumbent (item_knn, popularity or a lists file; none: skip)")
 
     p = add("recommend", help="one customer's recent history and list")
     p.add_argument("--customer-id", type=int, default=S, help="original visitorid (required)")
@@ -277,6 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse(p)
     _add_checkpoints(p)
     p.add_argument("--json", action="store_true", default=S, help="print the status as JSON")
+
+    p = add("compare", help="compare the published lists with an incumbent's",
+            description="Load an incumbent's lists (CSV / parquet file or directory with customer_id, rank, item_id[, score]; "
+                        "bad rows are counted by reason and kept out) or export a built-in baseline's (item_knn, popularity), "
+                        "then write agreement, beyond-accuracy and test-period accuracy (paired bootstrap 95% interval of "
+                        "ours - incumbent) by segment into comparison_metrics.")
+    p.add_argument("--incumbent", default=S, metavar="PATH|popularity|item_knn",
+                   help="the incumbent's lists: a file or directory, or a built-in baseline")
+    p.add_argument("--name", default=S, help="the incumbent's name in the tables (default: the built-in's name or the file's stem)")
+    p.add_argument("--k", default=S, metavar="K[,K...]", help="list depths compared, comma-separated")
+    _add_warehouse(p)
+    _add_checkpoints(p)
+    p.add_argument("--seed", type=int, default=S, help="random seed (bootstrap, customer sample)")
+    p.add_argument("--bootstrap", type=int, default=S, metavar="N", help="bootstrap resamples of the accuracy difference")
+    p.add_argument("--max-accuracy-customers", type=int, default=S, metavar="N",
+                   help="test-period customers scored for accuracy (a deterministic sample beyond)")
+    p.add_argument("--top-n", type=int, default=S, help="length of a built-in incumbent's lists")
+
+    p = add("ui", help="the side-by-side page: the incumbent's lists beside ours, with ratings",
+            description="A Streamlit page: pick a customer, a persona or type a history; the incumbent's list and ours side by side (shared items highlighted), agreement and beyond-accuracy numbers, ratings stored in the warehouse table feedback. Blocks until stopped; never holds the warehouse open.")
+    _add_warehouse(p)
+    _add_checkpoints(p)
+    p.add_argument("--port", type=int, default=S, help="port to serve on")
+    p.add_argument("--address", default=S, help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--incumbent", default=S, metavar="NAME", help="incumbent shown first (default: the last loaded)")
     return parser
 
 
@@ -288,7 +319,8 @@ def _print_result(result) -> None:
 # Bad input: the CLI prints these as one line and exits 2. Anything else is unexpected: one line
 # saying to re-run with --debug (exit 1); with --debug, the traceback too.
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
-FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "personas"}
+FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "compare",
+                 "personas"}
 INGEST_ONLY = {"data_dir", "plausible_window_days", "max_quarantine_share"}  # `recs build`'s ingest options
 
 
@@ -465,6 +497,20 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
             _require_checkpoint(p["checkpoint_dir"], model, (f"{model}_serving", model))
     elif cmd == "recommend":
         _require_positive("--top-n", p["top_n"])
+    elif cmd == "compare":
+        from recs.compare import parse_ks
+        from recs.incumbent import incumbent_files, is_builtin
+
+        _require_sequences(p["warehouse_dir"])
+        parse_ks(p["k"])
+        _require_positive("--top-n", p["top_n"])
+        _require_positive("--max-accuracy-customers", p["max_accuracy_customers"])
+        if p["bootstrap"] < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {p['bootstrap']}")
+        if not is_builtin(p["incumbent"]):
+            incumbent_files(p["incumbent"])  # FileNotFoundError / ValueError naming the path
+        for model in ("retrieval", "ranking"):  # the test-period lists use the models selected on validation
+            _require_checkpoint(p["checkpoint_dir"], model, (model,))
     elif cmd == "personas":
         _require_sequences(p["warehouse_dir"])
         _require_positive("--top-n", p["top_n"])
@@ -522,6 +568,11 @@ def execute(cmd: str, prepared: dict, as_json: bool = False) -> None:
         _print_result(_call(target, **p))
     elif cmd in ("run", "personas"):
         _call(target, **p)  # prints its own report
+    elif cmd == "compare":
+        result = _call(target, **p)
+        from flows.compare import validation_lines
+
+        print("\n".join(validation_lines(result["validation"])) + "\n\n" + result["markdown"])
     elif cmd == "recommend":
         from recs.recommend import format_recommendation
 

@@ -413,7 +413,11 @@ class WarehouseWriter:
         con, self._con = self._con, None
         snapshot = self.snapshot_dir
         assert snapshot is not None
+        from recs.feedback import fold_pending, remove_folded
+
         try:
+            # Ratings the page stored as files since the last publish (it never takes this lock).
+            folded = fold_pending(con, self.warehouse_dir)
             _close_checkpointed(con, snapshot / DB_FILENAME)
             if self._sequences is not None:
                 os.symlink(f"../../{SEQUENCE_VERSIONS_DIR}/{self._sequences}", snapshot / SEQUENCES_NAME)
@@ -429,6 +433,7 @@ class WarehouseWriter:
         keep = {self._sequences, self._previous_sequences}
         self._previous_sequences = self._sequences
         try:
+            remove_folded(folded)
             _link_entries(self.warehouse_dir, snapshot)
             try:
                 _collect_garbage(self.warehouse_dir, keep)

@@ -204,7 +204,8 @@ def test_recs_personas_writes_persona_rows_and_a_rerun_replaces_them(prefect_har
     # A row of `recs compare` (not a persona segment) must survive persona re-runs.
     write_persona_metrics(scored, [], run_id, "item_knn")
     with connect(scored) as con:
-        con.execute("INSERT INTO comparison_metrics VALUES (?, 'item_knn', 'all', 'both', 'overlap', 5, 0.4)", [run_id])
+        con.execute("INSERT INTO comparison_metrics (run_id, incumbent, segment, system, metric, k, value) "
+                    "VALUES (?, 'item_knn', 'all', 'both', 'overlap', 5, 0.4)", [run_id])
     args = ["personas", "--warehouse", str(scored), "--checkpoints", str(tiny_trained.checkpoint_dir),
             "--top-n", str(TOP_N)]
     assert main(args) == 0
