@@ -43,6 +43,7 @@ def test_incumbent_file_bad_rows_are_counted_by_reason_and_kept_out(scored, tmp_
         [c2, "x", items[0], 1, ""],  # non_numeric_rank
         ["abc", 1, items[0], 1, ""],  # non_numeric_customer_id
         [c2, 1, "", 1, ""],  # missing_value
+        [c2, 5, "item-7", 1, ""],  # non_numeric_item_id
         [c2, 0, items[0], 1, ""],  # bad_rank
         [c2, 2, items[0], "high", ""],  # non_numeric_score
         [999_999_999, 1, items[0], 1, ""],  # unknown_customer
@@ -55,7 +56,8 @@ def test_incumbent_file_bad_rows_are_counted_by_reason_and_kept_out(scored, tmp_
     report = load_incumbent_file(scored, path, "shop")
     assert report["n_rows"] == len(rows)
     assert report["rejected"] == {"duplicate_rank": 2, "bad_rank": 1, "duplicate_item": 1, "missing_value": 1,
-                                  "non_numeric_customer_id": 1, "non_numeric_rank": 1, "non_numeric_score": 1,
+                                  "non_numeric_customer_id": 1, "non_numeric_item_id": 1, "non_numeric_rank": 1,
+                                  "non_numeric_score": 1,
                                   "unknown_customer": 1, "unknown_item": 1}
     assert report["n_kept"] == 5 and report["unknown_columns"] == {"note": 1}
     assert report["examples"]["non_numeric_rank"][0]["rank"] == "x"

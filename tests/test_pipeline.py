@@ -47,6 +47,9 @@ def test_recs_run_on_events_only_scores_every_customer(prefect_harness, tiny_war
     assert set(header.strip("| ").split(" | ")[2:]) == {"shipped", "ranker", "two_tower", "popularity", "s_pop",
                                                         "item_knn", "session_knn"}
     assert f"{result['scoring']['n_customers']:,} customers" in printed
+    # It ends with the comparison against the built-in item-kNN incumbent (flows/compare.py).
+    assert "Comparison with the built-in incumbent item_knn" in printed
+    assert result["comparison"]["markdown"] in printed and "| overlap | 10 |" in printed
 
     visitors = set(pq.read_table(sequences_dir(warehouse) / "customers", columns=["visitorid"])
                    .column("visitorid").to_pylist())
@@ -58,9 +61,12 @@ def test_recs_run_on_events_only_scores_every_customer(prefect_harness, tiny_war
         [(n_visitors,)] = con.execute("SELECT count(DISTINCT visitorid) FROM events").fetchall()
         [(n_metrics,)] = con.execute("SELECT count(*) FROM eval_metrics WHERE run_id = ?",
                                      [result["evaluation"]["run_id"]]).fetchall()
+        [(n_compared,)] = con.execute("SELECT count(*) FROM comparison_metrics WHERE run_id = ? AND "
+                                      "incumbent = 'item_knn' AND segment = 'all'",
+                                      [result["scoring"]["run_id"]]).fetchall()
     finally:
         con.close()
     assert {c for c, *_ in per_customer} == visitors and len(visitors) == n_visitors
     assert all(tuple(stats) == (TOP_N, TOP_N, 1, TOP_N) for _, *stats in per_customer)
     assert result["scoring"]["n_customers"] == len(visitors)
-    assert n_metrics > 0
+    assert n_metrics > 0 and n_compared > 0
