@@ -100,20 +100,20 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     Raises ValueError when the rows do not split evenly over the devices (a batch size that is
     not a multiple of the device count)."""
     local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
-    mask = per_example_mask(batch)
-    rows = {int(np.shape(x)[0]) for x, split in zip(jax.tree_util.tree_leaves(batch), jax.tree_util.tree_leaves(mask))
-            if split and np.ndim(x)}
-    uneven = sorted(n for n in rows if n % local_devices)
+    leaves, treedef = jax.tree_util.tree_flatten(batch)
+    split = [m and np.ndim(x) > 0 for x, m in zip(leaves, jax.tree_util.tree_leaves(per_example_mask(batch)))]
+    uneven = sorted({int(np.shape(x)[0]) for x, s in zip(leaves, split) if s and np.shape(x)[0] % local_devices})
     if uneven:
         raise ValueError(f"a batch of {uneven[0] * jax.process_count()} rows does not split evenly over "
                          f"{mesh.devices.size} devices: use a batch size (and, for length-bucketed retrieval, "
                          "a tokens_per_batch) whose rows are a multiple of the device count")
-    shardings = jax.tree_util.tree_map(
-        lambda x, split: split_examples(mesh) if split and np.ndim(x) else replicated(mesh), batch, mask)
+    rows, whole = split_examples(mesh), replicated(mesh)
+    shardings = [rows if s else whole for s in split]
     if jax.process_count() == 1:
-        return jax.device_put(batch, shardings)
-    return jax.tree_util.tree_map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
-                                  batch, shardings)
+        arrays = jax.device_put(leaves, shardings)
+    else:
+        arrays = [jax.make_array_from_process_local_data(sh, np.asarray(x)) for x, sh in zip(leaves, shardings)]
+    return jax.tree_util.tree_unflatten(treedef, arrays)
 
 
 def local_copy(tree: Any) -> Any:
@@ -125,6 +125,11 @@ def local_copy(tree: Any) -> Any:
         return x
 
     return jax.tree_util.tree_map(one, tree)
+
+
+def is_primary_process() -> bool:
+    """Whether this process reports for the cluster (process 0; always, with one process)."""
+    return jax.process_index() == 0
 
 
 def agree(flag: bool) -> bool:

@@ -25,7 +25,7 @@ from model.meta import checkpoint_version, combined_version, new_model_version, 
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k
 from model.retrieval import corpus_items, corpus_vectors, make_retrieval_model
 from model.transformer import weight_decay_mask
-from model.parallel import initialize_distributed, sync
+from model.parallel import initialize_distributed, is_primary_process, sync
 from model.train import FitResult, MetricWriter, OptimConfig, TrainTask, fit, load_best_params
 from recs.sequences import SPLITS, read_meta
 from recs.warehouse import pinned_sequences_dir
@@ -290,7 +290,7 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
     options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings", "stage_one", "action_weights")
                if k in task.meta}
     task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
-    if jax.process_index() == 0:  # one process removes a shared checkpoint; the others wait for it
+    if is_primary_process():  # one process removes a shared checkpoint; the others wait for it
         discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
     sync(f"discard-stale:{ckpt}")
     previous = read_checkpoint_meta(ckpt) or {}

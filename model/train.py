@@ -44,7 +44,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from model.parallel import agree, data_mesh, local_copy, replicate, replicated, shard_batch
+from model.parallel import agree, data_mesh, is_primary_process, local_copy, replicate, replicated, shard_batch
 
 Params = Any
 Batch = Any
@@ -247,7 +247,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
     """
     start_time = time.perf_counter()
     mesh = data_mesh()
-    if jax.process_index() != 0:  # one report per run, not one per process (see `quiet` below)
+    if not is_primary_process():  # one report per run, not one per process (see `quiet` below)
         writer, progress = None, False
     latest_mgr, best_mgr = checkpoint_managers(checkpoint_dir, task)
     iterator = loader_factory(0)
@@ -283,7 +283,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     if resumed_from and finished:
         end = resumed_from
-    bar = _progress(task.name, resumed_from, cfg.steps, progress, quiet=jax.process_index() != 0)
+    bar = _progress(task.name, resumed_from, cfg.steps, progress, quiet=not is_primary_process())
     window_start, window_steps = time.perf_counter(), 0
     examples = 0
     step = resumed_from

@@ -91,7 +91,13 @@ REGRESSION = """
     result = fit(task, CFG, lambda start: make_loader(KillingBatches(40), start_step=start, prefetch=0),
                  os.environ["CKPT"], progress=False)
     w = result.params["w"]
-    print(json.dumps({"devices": jax.device_count(), "resumed_from": result.resumed_from,
+    from model.parallel import data_mesh, shard_batch
+    try:
+        shard_batch({"x": np.zeros((3, 2))}, data_mesh())
+        uneven = None
+    except ValueError as exc:
+        uneven = str(exc)
+    print(json.dumps({"uneven_error": uneven, "devices": jax.device_count(), "resumed_from": result.resumed_from,
                       "batch_devices": len(seen[0].device_set), "batch_spec": str(seen[0].spec),
                       "param_devices": len(w.sharding.device_set), "params_replicated": w.is_fully_replicated,
                       "params": {k: np.asarray(v).tolist() for k, v in result.params.items()}}))
@@ -119,6 +125,7 @@ def test_two_devices_split_the_batch_and_resume_a_sigkill_to_the_one_device_para
     # The batch really is split over both devices along its rows; the parameters are on both, whole.
     assert out["batch_devices"] == 2 and "data" in out["batch_spec"]
     assert out["param_devices"] == 2 and out["params_replicated"]
+    assert "a batch of 3 rows does not split evenly over 2 devices" in out["uneven_error"]
     assert_close(straight.params, {k: np.asarray(v) for k, v in out["params"].items()})
     # ... and the one-device process loads the two-device checkpoint.
     best, _ = load_best_params(ckpt)
