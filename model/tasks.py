@@ -23,9 +23,9 @@ from model.data import (NegativeSampler, RetrievalBatchSource, SequenceTables, S
                         history_batch, make_loader, negative_sampler)
 from model.meta import checkpoint_version, combined_version, new_model_version, read_checkpoint_meta  # noqa: F401
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k
+from model.parallel import initialize_distributed, is_primary_process, sync
 from model.retrieval import corpus_items, corpus_vectors, make_retrieval_model
 from model.transformer import weight_decay_mask
-from model.parallel import initialize_distributed, is_primary_process, sync
 from model.train import FitResult, MetricWriter, OptimConfig, TrainTask, fit, load_best_params
 from recs.sequences import SPLITS, read_meta
 from recs.warehouse import pinned_sequences_dir
@@ -292,7 +292,7 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
     task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
     if is_primary_process():  # one process removes a shared checkpoint; the others wait for it
         discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
-    sync(f"discard-stale:{ckpt}")
+    sync("discard-stale-checkpoint")
     previous = read_checkpoint_meta(ckpt) or {}
     task.meta["model_version"] = previous.get("model_version") or new_model_version(ckpt.name, fingerprint, settings,
                                                                                     prof.to_dict())
