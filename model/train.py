@@ -187,7 +187,8 @@ def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None, decay_mask: Any
     return tx
 
 
-def make_train_step(task: TrainTask, tx: optax.GradientTransformation, seed: int, mesh: jax.sharding.Mesh | None = None):
+def make_train_step(task: TrainTask, tx: optax.GradientTransformation, seed: int,
+                    mesh: jax.sharding.Mesh | None = None):
     """The jit-compiled step: grads of the task loss, one optimiser update, metrics.
 
     With a mesh, the new state and the metrics stay replicated on it (the batch comes split over
@@ -385,7 +386,8 @@ def _restore(mgr: ocp.CheckpointManager, step: int, state: TrainState, iterator:
     """Restore onto `state`'s shardings; the iterator too when this process saved its state (a
     checkpoint of another process count has none for it: the caller restarts it at the step)."""
     items = {"state": ocp.args.StandardRestore(state), "meta": ocp.args.JsonRestore()}
-    own_data = Path(mgr.directory) / str(step) / "data" / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    own_data = (Path(mgr.directory) / str(step) / "data"
+                / f"process_{jax.process_index()}-of-{jax.process_count()}.json")  # grain's file name
     has_data = own_data.exists() and hasattr(iterator, "set_state")
     if has_data:
         import grain
@@ -407,7 +409,9 @@ def load_best_params(checkpoint_dir: str | Path, abstract_params: Params | None 
         step = mgr.latest_step() if sub == "latest" else (mgr.best_step() or mgr.latest_step())
         if step is None:
             continue
-        target = abstract_params if abstract_params is not None else _on_one_device(Path(mgr.directory) / str(step) / "state")
+        target = abstract_params
+        if target is None:
+            target = _on_one_device(Path(mgr.directory) / str(step) / "state")
         restored = mgr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         if sub == "best":

@@ -144,8 +144,9 @@ RETRIEVAL = """
     from model.tasks import train_retrieval_model
     import jax
 
-    summary = train_retrieval_model(os.environ["WAREHOUSE"], os.environ["CKPT"], profile="tiny", steps=int(os.environ["STEPS"]),
-                                    progress=False, stop_after=int(os.environ["STOP_AFTER"]))
+    summary = train_retrieval_model(os.environ["WAREHOUSE"], os.environ["CKPT"], profile="tiny",
+                                    steps=int(os.environ["STEPS"]), progress=False,
+                                    stop_after=int(os.environ["STOP_AFTER"]))
     print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                       "devices": jax.device_count(), "steps": summary["steps"]}))
 """
@@ -157,7 +158,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_retrieval_on_a_two_process_cluster_matches_one_device_and_resumes_on_one(tiny_warehouse, tmp_path):  # noqa: F811
+def test_retrieval_on_a_two_process_cluster_matches_one_device_and_resumes_on_one(
+        tiny_warehouse, tmp_path):  # noqa: F811
     from model.tasks import train_retrieval_model
 
     warehouse, half = str(tiny_warehouse.warehouse_dir), STEPS // 2
