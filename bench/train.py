@@ -100,8 +100,9 @@ def source_rate(source, n: int) -> float:
     return n / t()
 
 
-def train_setup(tables, prof, model: str, seed: int, sample):
-    """(step_fn, state) exactly as `fit` makes them (AdamW, decay mask, jit with donation)."""
+def train_setup(tables, prof, model: str, seed: int, sample, mesh=None):
+    """(step_fn, state) exactly as `fit` makes them (AdamW, decay mask, jit with donation); with a
+    device mesh, the state replicated on it and the step compiled for it (bench/data_parallel.py)."""
     import jax
     import jax.numpy as jnp
 
@@ -118,7 +119,11 @@ def train_setup(tables, prof, model: str, seed: int, sample):
     mask = task.trainable(params) if task.trainable else None
     tx = make_optimizer(cfg, mask, task.decay_mask(params) if task.decay_mask else None)
     state = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
-    return make_train_step(task, tx, seed), state
+    if mesh is not None:
+        from model.parallel import replicate
+
+        state = replicate(state, mesh)
+    return make_train_step(task, tx, seed, mesh), state
 
 
 def measure(tables, prof, profile: str, model: str, counts: tuple[int, int, int], prefetch: int,

@@ -72,7 +72,12 @@ def plot_training(warehouse_dir: str, summary: dict) -> tuple[str | None, list[d
 def report_training(summary: dict, warehouse_dir: str | None = None) -> dict:
     """Plot the run's curves (with `warehouse_dir`), log a training summary on one line and
     publish it as a markdown artifact (key `train-<model>`, `-refit` appended for a refit).
-    Returns the summary with `curves_png` (the PNG's path, None when there were no rows)."""
+    Returns the summary with `curves_png` (the PNG's path, None when there were no rows).
+    On a multi-host cluster only process 0 reports (the others return the summary as is)."""
+    from model.parallel import is_primary_process
+
+    if not is_primary_process():
+        return summary
     curves: list[dict] = []
     if warehouse_dir is not None:
         png, curves = plot_training(str(warehouse_dir), summary)

@@ -12,6 +12,11 @@ so a trainer can resume either from its step counter (`make_loader(..., start_st
 from the Grain iterator state saved beside the model (`save_iterator_state`, or
 `grain.checkpoint.CheckpointSave(iterator)` as an item of an Orbax Composite).
 
+With several JAX processes (multi-host data parallelism, model/parallel.py) each process's
+loader computes only its block of every global batch's rows (`ShardByJaxProcess`): the same
+steps in every process, shard i of n holding rows [i * B/n, (i + 1) * B/n) of step s, so the
+global batch is the one a single process computes.
+
 Arrays keep dense `item_idx`; batches carry ORIGINAL ids (itemid via `item_ids`, visitorid,
 original category / root ids), 0 = padding, left-padded, int32 (see model/batch.py).
 """
@@ -371,6 +376,7 @@ class _EpochBatchSource:
             raise ValueError(f"split {split!r} has {n} rows, fewer than one batch of {batch_size}")
         self.num_steps = num_steps if num_steps is not None else self.batches_per_epoch * (num_epochs or 1)
         self._perm: tuple[int, np.ndarray] | None = None
+        self.shard_options: Any = None  # grain ShardOptions of a `sharded` view; None = every row
 
     @property
     def split(self) -> SplitArrays:
@@ -394,6 +400,24 @@ class _EpochBatchSource:
         """Per-step randomness (negatives, slot order), independent of the epoch permutation."""
         return np.random.default_rng([self.seed, int(step), 1])
 
+    def sharded(self, shard_options: Any) -> _EpochBatchSource:
+        """A view of this source whose batches hold only shard `shard_index` of `shard_count` of
+        every global batch's rows (a contiguous block; the same steps, the same per-step draws)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__, shard_options=shard_options)
+        return view
+
+    def local_rows(self, rows: np.ndarray) -> np.ndarray:
+        """This view's block of a global batch's rows (all of them when not sharded)."""
+        shard = self.shard_options
+        if shard is None or shard.shard_count == 1:
+            return rows
+        if len(rows) % shard.shard_count:
+            raise ValueError(f"a batch of {len(rows)} rows does not split evenly over {shard.shard_count} "
+                             "processes: use a batch size that is a multiple of the device count")
+        n = len(rows) // shard.shard_count
+        return rows[shard.shard_index * n:(shard.shard_index + 1) * n]
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_perm"] = None
@@ -416,13 +440,16 @@ class RetrievalBatchSource(_EpochBatchSource):
     With tokens_per_batch, rows are bucketed by their length (history + window steps) and each
     step draws one bucket (with probability proportional to its window steps, i.e. its targets)
     and tokens_per_batch // width rows of it, with replacement, as a pure function of
-    (seed, step). Short session rows then cost their own length, not H + M.
+    (seed, step). Short session rows then cost their own length, not H + M. row_multiple: that
+    row count is rounded down to a multiple of it (the device count, so that every batch splits
+    evenly over the devices; 1 = as is).
     """
 
     def __init__(self, tables: SequenceTables, split: str, batch_size: int, *, seed: int = 0,
-                 num_epochs: int | None = 1, num_steps: int | None = None, tokens_per_batch: int | None = None):
+                 num_epochs: int | None = 1, num_steps: int | None = None, tokens_per_batch: int | None = None,
+                 row_multiple: int = 1):
         super().__init__(tables, split, batch_size, seed=seed, num_epochs=num_epochs, num_steps=num_steps)
-        self.tokens_per_batch = tokens_per_batch
+        self.tokens_per_batch, self.row_multiple = tokens_per_batch, max(1, int(row_multiple))
         if tokens_per_batch:
             arrays = self.split
             lengths = arrays.history.length.astype(np.int64) + arrays.window.length
@@ -443,12 +470,13 @@ class RetrievalBatchSource(_EpochBatchSource):
         b = int(rng.choice(len(self.widths), p=self.bucket_p))
         width = int(self.widths[b])
         size = max(1, self.tokens_per_batch // width)
+        size = max(self.row_multiple, size - size % self.row_multiple)
         rows = self.bucket_rows[b][rng.integers(0, len(self.bucket_rows[b]), size)]
         return rows, width
 
     def __getitem__(self, step: int) -> RetrievalBatch:
         rows, width = self.rows_and_width(step)
-        return retrieval_batch(self.tables, self.split, rows, width)
+        return retrieval_batch(self.tables, self.split, self.local_rows(rows), width)
 
 
 class NegativeSampler:
@@ -494,17 +522,26 @@ def _ensure_absl_flags() -> None:
         flags.FLAGS(sys.argv[:1])
 
 
-def make_loader(source: _EpochBatchSource, *, start_step: int = 0, prefetch: int = 2, worker_count: int = 0):
+def make_loader(source: _EpochBatchSource, *, start_step: int = 0, prefetch: int = 2, worker_count: int = 0,
+                shard_options: Any = None):
     """A Grain iterator over `source[start_step:]`, yielding one batch per step.
 
     prefetch: batches computed ahead in one background thread (0 = synchronous).
     worker_count > 0: batches computed in that many spawned processes instead (each
     reloads the tables from parquet; per-worker buffer = max(prefetch, 1)).
+    shard_options (grain.sharding.ShardOptions, default ShardByJaxProcess()): with more than one
+    shard, every batch holds only this shard's rows (`source.sharded`); one shard = all rows.
     The iterator's `get_state()` / `set_state()` (or save_/restore_iterator_state) resume it
     exactly; its state counts steps from `start_step`.
     """
     import grain
 
+    shard = grain.sharding.ShardByJaxProcess() if shard_options is None else shard_options
+    if shard.shard_count > 1:
+        if not hasattr(source, "sharded"):
+            raise TypeError(f"{type(source).__name__} cannot be split by process: it needs a "
+                            "`sharded(shard_options)` method (see _EpochBatchSource)")
+        source = source.sharded(shard)
     ds = grain.MapDataset.source(source)
     if start_step:
         ds = ds.slice(slice(start_step, None))

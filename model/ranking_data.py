@@ -130,7 +130,7 @@ class RankingBatchSource(_EpochBatchSource):
         self.ranking_tables = tables
 
     def __getitem__(self, step: int) -> RankingBatch:
-        return ranking_batch(self.ranking_tables, self.split, self.rows(step))
+        return ranking_batch(self.ranking_tables, self.split, self.local_rows(self.rows(step)))
 
     def __getstate__(self) -> dict:
         raise TypeError("RankingBatchSource holds precomputed arrays: use it in-process (worker_count=0)")

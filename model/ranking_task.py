@@ -200,9 +200,11 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
     """Train (or resume) the ranking model on the validation period; returns a summary with the
     best selection metrics and the run's model_version. Needs the retrieval checkpoint selected
     on validation. `writer` (model.train.MetricWriter) receives the metrics."""
+    from model.parallel import initialize_distributed
     from model.tasks import (_fit_and_summarize, checkpoint_path, corpus_mask, get_profile, load_tables,
                              optim_config)
 
+    initialize_distributed()  # a multi-host run (model/parallel.py); before any JAX computation
     if refit:
         raise ValueError("the ranker is stacked on the validation period and has no refit: "
                          "train it without --refit (scoring uses it with stage one fitted on all data)")
@@ -222,6 +224,8 @@ def train_ranking_model(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
     task.meta["action_weights"] = list(action_weights)
     task.meta["cases"] = {"train": len(train), "selection": len(select)}
     batch = min(prof.ranking.batch_size, len(train))
+    if batch >= jax.device_count():
+        batch -= batch % jax.device_count()  # every batch splits evenly over the devices
     if batch < 1:
         raise ValueError("no ranking training cases: the validation period is too small")
     source = RankingBatchSource(tables, train, batch, seed=seed, num_steps=cfg.steps)

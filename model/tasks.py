@@ -23,6 +23,7 @@ from model.data import (NegativeSampler, RetrievalBatchSource, SequenceTables, S
                         history_batch, make_loader, negative_sampler)
 from model.meta import checkpoint_version, combined_version, new_model_version, read_checkpoint_meta  # noqa: F401
 from model.metrics import mrr_at_k, ndcg_at_k, ranks_in_chunks, recall_at_k
+from model.parallel import initialize_distributed, is_primary_process, sync
 from model.retrieval import corpus_items, corpus_vectors, make_retrieval_model
 from model.transformer import weight_decay_mask
 from model.train import FitResult, MetricWriter, OptimConfig, TrainTask, fit, load_best_params
@@ -131,6 +132,8 @@ class RetrievalTrainBatch(NamedTuple):
     negative_logq: np.ndarray
     target_logq: np.ndarray
 
+    SHARED_FIELDS = ("negatives", "negative_logq")  # one set per step, not per row (model.parallel)
+
 
 class RetrievalTrainSource:
     """Grain source: step -> RetrievalTrainBatch (batch rows and negatives both pure in step)."""
@@ -140,6 +143,10 @@ class RetrievalTrainSource:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+    def sharded(self, shard_options) -> RetrievalTrainSource:
+        """This shard's rows of every batch, with the step's shared negatives (model.data.make_loader)."""
+        return RetrievalTrainSource(self.batches.sharded(shard_options), self.sampler)
 
     def __getitem__(self, step: int) -> RetrievalTrainBatch:
         batch = self.batches[step]
@@ -283,7 +290,9 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
     options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings", "stage_one", "action_weights")
                if k in task.meta}
     task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
-    discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
+    if is_primary_process():  # one process removes a shared checkpoint; the others wait for it
+        discard_stale_checkpoint(ckpt, fingerprint, prof, settings)
+    sync("discard-stale-checkpoint")
     previous = read_checkpoint_meta(ckpt) or {}
     task.meta["model_version"] = previous.get("model_version") or new_model_version(ckpt.name, fingerprint, settings,
                                                                                     prof.to_dict())
@@ -309,6 +318,7 @@ def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_di
                           writer: MetricWriter | None = None) -> dict:
     """Train (or resume) the retrieval model; returns a summary with the best validation metrics
     and the run's model_version. `writer` receives the training and validation metrics."""
+    initialize_distributed()  # a multi-host run (model/parallel.py); before any JAX computation
     prof = get_profile(profile)
     tables = load_tables(warehouse_dir, prof, refit=refit)
     split = ALL if refit else "train"
@@ -316,7 +326,7 @@ def train_retrieval_model(warehouse_dir: str | Path = "warehouse", checkpoint_di
     # A refit has seen the validation split: it trains for the selected steps, no selection.
     task, _ = retrieval_task(tables, prof, validation_split=None if refit else "val", seed=seed)
     batches = RetrievalBatchSource(tables, split, prof.retrieval.batch_size, seed=seed, num_steps=cfg.steps,
-                                   tokens_per_batch=prof.retrieval.tokens_per_batch)
+                                   tokens_per_batch=prof.retrieval.tokens_per_batch, row_multiple=jax.device_count())
     source = RetrievalTrainSource(batches, negative_sampler(tables, prof.retrieval.num_negatives, seed))
     return _fit_and_summarize(task, cfg, source, warehouse_dir, checkpoint_dir, prof, profile, refit,
                               prof.retrieval.batch_size, progress, stop_after, writer)

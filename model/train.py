@@ -11,6 +11,12 @@ two Orbax CheckpointManagers under `<checkpoint_dir>/`:
 Because the data order and the per-step RNG are pure functions of (seed, step), a run killed at
 any point and resumed from `latest/` ends with the same parameters as an uninterrupted run.
 
+Data-parallel over every device of every process (model/parallel.py): the state is replicated
+on a 1-D `data` mesh, each batch is split along its example axis, and the step is compiled for
+those shardings; with one device this is the plain single-device loop. Several processes each
+load their slice of the batch, save their own Grain iterator state (`data/process_<i>-of-<n>.json`)
+and take the same decisions; process 0 alone reports metrics and progress.
+
 Metrics go to an optional `MetricWriter` (the protocol of flax/clu's metric writers, reduced to
 what `fit` needs): the run's identity once (`write_hparams`), then every `log_every` steps the
 training metrics, learning rate and throughput, and at every evaluation the validation metrics
@@ -37,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+
+from model.parallel import agree, data_mesh, is_primary_process, local_copy, replicate, replicated, shard_batch
 
 Params = Any
 Batch = Any
@@ -179,8 +187,12 @@ def make_optimizer(cfg: OptimConfig, trainable_mask: Any = None, decay_mask: Any
     return tx
 
 
-def make_train_step(task: TrainTask, tx: optax.GradientTransformation, seed: int):
-    """The jit-compiled step: grads of the task loss, one optimiser update, metrics."""
+def make_train_step(task: TrainTask, tx: optax.GradientTransformation, seed: int,
+                    mesh: jax.sharding.Mesh | None = None):
+    """The jit-compiled step: grads of the task loss, one optimiser update, metrics.
+
+    With a mesh, the new state and the metrics stay replicated on it (the batch comes split over
+    it from `shard_batch`, so XLA all-reduces the gradients)."""
     base_key = jax.random.PRNGKey(seed)
 
     def step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
@@ -191,7 +203,9 @@ def make_train_step(task: TrainTask, tx: optax.GradientTransformation, seed: int
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
         return TrainState(state.step + 1, params, opt_state), metrics
 
-    return jax.jit(step_fn, donate_argnums=(0,))
+    if mesh is None:
+        return jax.jit(step_fn, donate_argnums=(0,))
+    return jax.jit(step_fn, donate_argnums=(0,), out_shardings=replicated(mesh))
 
 
 def checkpoint_managers(checkpoint_dir: str | Path, task: TrainTask) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
@@ -229,9 +243,13 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
     is also saved in each checkpoint and restored when the iterator supports it).
     `stop_after` ends the call early after that many total steps (used to test resumption).
     `writer` receives the run's metrics (see the module docstring); a resumed run writes only
-    the steps after `resumed_from`.
+    the steps after `resumed_from`. Runs on all devices (see the module docstring); `batch_size`
+    is the global batch.
     """
     start_time = time.perf_counter()
+    mesh = data_mesh()
+    if not is_primary_process():  # one report per run, not one per process (see `quiet` below)
+        writer, progress = None, False
     latest_mgr, best_mgr = checkpoint_managers(checkpoint_dir, task)
     iterator = loader_factory(0)
     init_key = jax.random.PRNGKey(cfg.seed)
@@ -241,7 +259,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
         params = task.init_params(params)
     mask = task.trainable(params) if task.trainable else None
     tx = make_optimizer(cfg, mask, task.decay_mask(params) if task.decay_mask else None)
-    state = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
+    state = replicate(TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params)), mesh)
     resumed_from, finished = 0, False
     history: list[dict] = []
     best_record: dict | None = None
@@ -255,17 +273,18 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
         finished = meta.get("stopped") in ("patience", "time")  # an early stop is final: do not resume
         if not restored["iterator_restored"]:
             iterator = loader_factory(resumed_from)
-    step_fn = make_train_step(task, tx, cfg.seed)
+    step_fn = make_train_step(task, tx, cfg.seed, mesh)
     schedule = make_schedule(cfg)
     if writer is not None:
         writer.write_hparams({"task": task.name, "model_version": task.meta.get("model_version"),
                               "variant": task.meta.get("variant"),
                               "steps": cfg.steps, "resumed_from": resumed_from, "batch_size": batch_size,
-                              "peak_learning_rate": cfg.learning_rate, "seed": cfg.seed})
+                              "peak_learning_rate": cfg.learning_rate, "seed": cfg.seed,
+                              "devices": mesh.devices.size, "processes": jax.process_count()})
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     if resumed_from and finished:
         end = resumed_from
-    bar = _progress(task.name, resumed_from, cfg.steps, progress)
+    bar = _progress(task.name, resumed_from, cfg.steps, progress, quiet=not is_primary_process())
     window_start, window_steps = time.perf_counter(), 0
     examples = 0
     step = resumed_from
@@ -275,7 +294,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
         stopped = meta["stopped"]
     while step < end:
         batch = next(iterator)
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, shard_batch(batch, mesh))
         step += 1
         window_steps += 1
         examples += batch_size or 0
@@ -299,7 +318,7 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
         if is_eval or step % cfg.checkpoint_every == 0 or step == end:
             record = {"step": step, **{f"train_{k}": v for k, v in last_metrics.items()}}
             if is_eval and task.validate is not None:
-                validation = task.validate(state.params)
+                validation = task.validate(local_copy(state.params))
                 record.update(validation)
                 if writer is not None:
                     writer.write_scalars(step, validation)
@@ -315,7 +334,8 @@ def fit(task: TrainTask, cfg: OptimConfig, loader_factory: Callable[[int], Itera
                     evals_since_best = sum(1 for r in history if r["step"] > best_record["step"])
                     if evals_since_best >= cfg.patience:
                         stopped = "patience"
-                if step < end and cfg.max_seconds is not None and time.perf_counter() - start_time > cfg.max_seconds:
+                if step < end and cfg.max_seconds is not None and agree(
+                        time.perf_counter() - start_time > cfg.max_seconds):  # process 0's clock decides
                     stopped = "time"
             meta = dict(task.meta, history=history, best=best_record, step=step, task=task.name, stopped=stopped,
                         saved_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -363,8 +383,12 @@ def _save(mgr: ocp.CheckpointManager, step: int, state: TrainState, iterator: An
 
 
 def _restore(mgr: ocp.CheckpointManager, step: int, state: TrainState, iterator: Any) -> dict:
+    """Restore onto `state`'s shardings; the iterator too when this process saved its state (a
+    checkpoint of another process count has none for it: the caller restarts it at the step)."""
     items = {"state": ocp.args.StandardRestore(state), "meta": ocp.args.JsonRestore()}
-    has_data = (Path(mgr.directory) / str(step) / "data").exists() and hasattr(iterator, "set_state")
+    own_data = (Path(mgr.directory) / str(step) / "data"
+                / f"process_{jax.process_index()}-of-{jax.process_count()}.json")  # grain's file name
+    has_data = own_data.exists() and hasattr(iterator, "set_state")
     if has_data:
         import grain
 
@@ -375,28 +399,40 @@ def _restore(mgr: ocp.CheckpointManager, step: int, state: TrainState, iterator:
 
 
 def load_best_params(checkpoint_dir: str | Path, abstract_params: Params | None = None) -> tuple[Params, dict]:
-    """Params and meta of the best checkpoint under `checkpoint_dir` (falls back to latest)."""
+    """Params and meta of the best checkpoint under `checkpoint_dir` (falls back to latest).
+
+    Without `abstract_params` the arrays land on this process's first device, whatever devices
+    the checkpoint was saved from (a data-parallel run's replicated params load anywhere)."""
     root = Path(checkpoint_dir).resolve()
     for sub in ("best", "latest"):
         mgr = ocp.CheckpointManager(root / sub)
         step = mgr.latest_step() if sub == "latest" else (mgr.best_step() or mgr.latest_step())
         if step is None:
             continue
+        target = abstract_params
+        if target is None:
+            target = _on_one_device(Path(mgr.directory) / str(step) / "state")
+        restored = mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         if sub == "best":
-            restored = mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
             return restored["state"], restored["meta"]
-        restored = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(),
-                                                              state=ocp.args.StandardRestore()))
         return restored["state"]["params"], restored["meta"]
     raise FileNotFoundError(f"no checkpoint under {root}: train the model first")
+
+
+def _on_one_device(item_dir: Path) -> Any:
+    """A restore target putting every array of the pytree saved in `item_dir` on this process's
+    first device (Orbax would otherwise re-create the saved device layout, or fail without it)."""
+    tree = ocp.StandardCheckpointHandler().metadata(item_dir).tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
 
 
 class _Progress:
     """A tqdm bar with loss and throughput, or nothing when disabled."""
 
-    def __init__(self, name: str, start: int, total: int, enabled: bool):
-        self.bar = None
+    def __init__(self, name: str, start: int, total: int, enabled: bool, quiet: bool = False):
+        self.bar, self.quiet = None, quiet
         if enabled:
             from tqdm import tqdm
 
@@ -409,6 +445,8 @@ class _Progress:
             self.bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{examples_per_s:,.0f}", refresh=False)
 
     def write(self, text: str) -> None:
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:
@@ -419,8 +457,8 @@ class _Progress:
             self.bar.close()
 
 
-def _progress(name: str, start: int, total: int, enabled: bool) -> _Progress:
-    return _Progress(name, start, total, enabled)
+def _progress(name: str, start: int, total: int, enabled: bool, quiet: bool = False) -> _Progress:
+    return _Progress(name, start, total, enabled, quiet)
 
 
 def save_json(path: str | Path, obj: dict) -> None:
