@@ -47,9 +47,11 @@ Query it:
 def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
         profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20, seed: int = 0,
         refit: bool = True, default_scale: str = "small", keep_model: bool = False,
-        max_quarantine_share: float | None = None, steps: int | None = None) -> dict:
+        max_quarantine_share: float | None = None, steps: int | None = None, shards: int = 1,
+        dask_address: str | None = None) -> dict:
     """The whole pipeline; returns each stage's summary (max_quarantine_share: the ingest's
-    limit, None = flow `ingest`'s default; steps: both models' train steps, None = the profile's)."""
+    limit, None = flow `ingest`'s default; steps: both models' train steps, None = the profile's;
+    shards / dask_address: score in that many shards on Dask, see flow `score_all`)."""
     logger = get_run_logger()
     if data_dir is None:
         from recs.generate import generate
@@ -59,7 +61,8 @@ def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoin
         generate(Path(data_dir), scale=default_scale, seed=seed)
     stages = retrain(data_dir=data_dir, warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
                      min_user_events=min_user_events, min_item_events=min_item_events, top_n=top_n, seed=seed,
-                     refit=refit, keep_model=keep_model, max_quarantine_share=max_quarantine_share, steps=steps)
+                     refit=refit, keep_model=keep_model, max_quarantine_share=max_quarantine_share, steps=steps,
+                     shards=shards, dask_address=dask_address)
     paths = {"data": Path(data_dir), "warehouse": Path(warehouse_dir), "checkpoints": Path(checkpoint_dir)}
     text = report_text(paths, stages["evaluation"]["markdown"], stages["scoring"])
     print(text)
