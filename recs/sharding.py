@@ -173,7 +173,8 @@ def check_shards(warehouse_dir: str | Path, run_id: str, shards: int, n_customer
 
 def publish_shards(warehouse_dir: str | Path, plan: dict, shards: int, top_n: int, keep_runs: int = 3) -> dict:
     """Check every shard and publish the run atomically (publish_run); returns the run summary
-    (the keys of the in-process score_all_customers, plus shards)."""
+    (the keys of the in-process score_all_customers, plus shards, publish_s and shard_stats:
+    each shard's customers, rows, load and scoring seconds and worker pid)."""
     run_id = plan["run_id"]
     results = check_shards(warehouse_dir, run_id, shards, plan["n_customers"])
     n = sum(r["n_customers"] for r in results)
@@ -182,9 +183,11 @@ def publish_shards(warehouse_dir: str | Path, plan: dict, shards: int, top_n: in
                "model_version": results[0]["model_version"], "n_customers": n,
                "share_fallback": sum(r["n_fallback"] for r in results) / max(n, 1),
                "duration_s": round(duration, 2), "top_n": top_n, **plan["decision"]}
+    publishing = time.perf_counter()
     published = publish_run(warehouse_dir, run_id, summary, keep_runs=keep_runs)
+    stats = [{k: r[k] for k in ("shard", "n_customers", "n_rows", "load_s", "score_s", "pid")} for r in results]
     return {**summary, "n_rows": published["n_rows"], "customers_per_s": round(n / max(duration, 1e-9), 1),
-            "shards": shards}
+            "shards": shards, "publish_s": round(time.perf_counter() - publishing, 3), "shard_stats": stats}
 
 
 def discard_run(warehouse_dir: str | Path, run_id: str) -> None:

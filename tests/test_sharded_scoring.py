@@ -54,31 +54,50 @@ def test_customer_ranges_cover_every_customer_once():
 @pytest.fixture(scope="module")
 def scored(tiny_trained: TinyTrained, tmp_path_factory, prefect_harness):
     """One warehouse copy scored in-process (1 shard), then with 3 shards on a 2-worker
-    LocalCluster. The workers share the session's XLA cache and see the fault directory."""
+    LocalCluster (processes, one thread each), shared by this module's runs through
+    dask_address: a cluster start costs seconds. The workers share the session's XLA cache and
+    see the fault directory."""
     import jax
+    from distributed import LocalCluster
 
     root = tmp_path_factory.mktemp("sharded")
     faults = root / "faults"
     faults.mkdir()
     saved = {k: os.environ.get(k) for k in (FAULTS_ENV, "JAX_COMPILATION_CACHE_DIR",
                                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
-    os.environ[FAULTS_ENV] = str(faults)
+    os.environ[FAULTS_ENV] = str(faults)  # before the workers start: they inherit it
     if jax.config.jax_compilation_cache_dir:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     warehouse = copy_warehouse(tiny_trained.warehouse_dir, root / "warehouse")
-    common = {"warehouse_dir": str(warehouse), "checkpoint_dir": str(tiny_trained.checkpoint_dir), "top_n": TOP_N,
-              "keep_runs": 10}
     try:
-        single = score_all(**common)
-        sharded = score_all(**common, shards=SHARDS, dask_workers=2)
-        yield {"warehouse": warehouse, "faults": faults, "common": common, "single": single, "sharded": sharded}
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="3GiB",
+                          dashboard_address=None) as cluster:
+            common = {"warehouse_dir": str(warehouse), "checkpoint_dir": str(tiny_trained.checkpoint_dir),
+                      "top_n": TOP_N, "keep_runs": 10}
+            on_dask = {**common, "shards": SHARDS, "dask_address": cluster.scheduler_address}
+            single = score_all(**common)
+            sharded = score_all(**on_dask)
+            yield {"warehouse": warehouse, "faults": faults, "on_dask": on_dask, "single": single, "sharded": sharded}
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_local_cluster_defaults():
+    """Without an address: a LocalCluster of worker processes, one thread each, one per shard up to
+    the cores (the path `recs run --shards 2` takes)."""
+    from flows.score_all import dask_task_runner
+
+    runner = dask_task_runner(3, dask_workers=2)
+    assert runner.address is None
+    assert runner.cluster_kwargs == {"n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                     "dashboard_address": None}
+    assert dask_task_runner(64).cluster_kwargs["n_workers"] == os.cpu_count()
+    assert dask_task_runner(2, dask_address="tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
 
 
 def test_three_shards_on_two_workers_publish_the_in_process_rows(scored):
@@ -99,7 +118,7 @@ def test_three_shards_on_two_workers_publish_the_in_process_rows(scored):
 def test_a_killed_worker_is_retried_and_the_run_still_publishes_complete(scored):
     warehouse, faults = scored["warehouse"], scored["faults"]
     (faults / "kill-shard-1").touch()
-    summary = score_all(**scored["common"], shards=SHARDS, dask_workers=2)
+    summary = score_all(**scored["on_dask"])
     killed = faults / "killed-shard-1"
     assert killed.exists() and not (faults / "kill-shard-1").exists()  # the first attempt did kill its worker
     assert_same_lists(rows(warehouse, summary["run_id"]), rows(warehouse, scored["single"]["run_id"]))
@@ -115,7 +134,7 @@ def test_a_shard_failing_for_good_publishes_nothing(scored):
     (faults / "fail-shard-2").touch()
     try:
         with pytest.raises(ShardsFailed, match=r"shard 2 of 3 failed: RuntimeError: injected fault: shard 2 fails"):
-            score_all(**scored["common"], shards=SHARDS, dask_workers=2)
+            score_all(**scored["on_dask"])
     finally:
         (faults / "fail-shard-2").unlink()
     assert query(warehouse, "SELECT run_id FROM recommendation_runs ORDER BY run_id") == before
