@@ -284,8 +284,10 @@ def sharded_runs(warehouse: Path, ckpt_dir: Path, shards: int, workers: list[int
     return runs
 
 
-def report_sharded(runs: dict, target: int = 10_000_000, worker_counts=(1, 2, 4, 8, 16, 32)) -> str:
-    """The measured table, the per-worker rate and the projection for `target` customers."""
+def report_sharded(runs: dict, target: int = 10_000_000,
+                   worker_counts=(1, 2, 4, 8, 16, 32)) -> tuple[str, float, dict[int, float]]:
+    """(text: the measured table and the projection for `target` customers, the per-worker rate,
+    {W: projected minutes})."""
     rows = []
     for name, run in runs.items():
         s = run["summary"]

@@ -121,6 +121,7 @@ def test_a_killed_worker_is_retried_and_the_run_still_publishes_complete(scored)
     summary = score_all(**scored["on_dask"])
     killed = faults / "killed-shard-1"
     assert killed.exists() and not (faults / "kill-shard-1").exists()  # the first attempt did kill its worker
+    assert summary["shard_stats"][1]["pid"] != int(killed.read_text())  # shard 1 finished in another process
     assert_same_lists(rows(warehouse, summary["run_id"]), rows(warehouse, scored["single"]["run_id"]))
     assert summary["n_customers"] == scored["single"]["n_customers"]
     [(latest,)] = query(warehouse, "SELECT DISTINCT run_id FROM latest_recommendations")
