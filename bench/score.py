@@ -23,6 +23,16 @@ models are trained briefly (profile cpu, --train-steps each, ranking initialised
 Ends with one line:
     customers_per_s=<x> full_minutes=<y> isolated_pass_speedup=<z> isolated_pass_speedup_real_lengths=<r> [extrapolated_from=<n>]
 
+With --shards N (instead of 1. and 2.): sharded scoring on Dask (flow score_all, shards=N) of
+every customer of the bench warehouse, on a LocalCluster of 1 worker process and then of 2
+(--workers), one thread each, the cluster started before the timed run. Prints customers/s
+end to end (plan, shards, checks, publish) beside the in-process path measured in the same
+run, the per-worker scoring rate (customers / the shards' scoring seconds), and a PROJECTION
+of the wall time for 10M customers on W workers from the 1-worker rate: per-worker fixed
+load + 10M / (W x rate) + publish time per row x rows. Ends with one line:
+    sharded_customers_per_s_1w=<a> sharded_customers_per_s_2w=<b> per_worker_rate=<r> projected_10M_minutes_32w=<m>
+    .venv/bin/python bench/score.py --scale small --shards 4
+
 Full run (the lead's; trains 2 x 30 steps, then scores ~1.4M customers):
     .venv/bin/python bench/score.py
 Smoke test (~2 minutes the first time, which also generates and builds the data; 10 steps,
@@ -247,6 +257,66 @@ def isolated_pass(warehouse: Path, ckpt_dir: Path, batch_size: int, repeats: int
     return results
 
 
+def sharded_runs(warehouse: Path, ckpt_dir: Path, shards: int, workers: list[int]) -> dict:
+    """score_all with `shards` shards on a LocalCluster of each worker count, and in-process."""
+    import os
+
+    from distributed import LocalCluster
+
+    from flows.score_all import score_all
+
+    runs = {}
+    with timer() as t:
+        single = score_all(warehouse_dir=str(warehouse), checkpoint_dir=str(ckpt_dir))
+    runs["in-process"] = {"seconds": t(), "summary": single}
+    for w in workers:
+        with timer() as t_start:
+            cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None)
+        try:
+            with timer() as t:
+                summary = score_all(warehouse_dir=str(warehouse), checkpoint_dir=str(ckpt_dir), shards=shards,
+                                    dask_address=cluster.scheduler_address)
+            runs[f"{w} worker{'s' if w > 1 else ''}"] = {"seconds": t(), "summary": summary, "workers": w,
+                                                          "cluster_start_s": t_start()}
+        finally:
+            cluster.close()
+    log(f"cpus={os.cpu_count()}: every worker process shares this machine's cores")
+    return runs
+
+
+def report_sharded(runs: dict, target: int = 10_000_000,
+                   worker_counts=(1, 2, 4, 8, 16, 32)) -> tuple[str, float, dict[int, float]]:
+    """(text: the measured table and the projection for `target` customers, the per-worker rate,
+    {W: projected minutes})."""
+    rows = []
+    for name, run in runs.items():
+        s = run["summary"]
+        stats = s.get("shard_stats") or []
+        score_s = sum(x["score_s"] for x in stats)
+        rows.append([name, s["n_customers"], run["seconds"], s["n_customers"] / run["seconds"],
+                     (s["n_customers"] / score_s) if score_s else None,
+                     max((x["load_s"] for x in stats), default=None), s.get("publish_s"),
+                     run.get("cluster_start_s")])
+    lines = [format_table(["run", "customers", "wall s", "customers/s", "per-worker scoring rate /s",
+                           "max shard load s", "publish s", "cluster start s"], rows)]
+    one = next(r for r in runs.values() if r.get("workers") == 1)
+    s1 = one["summary"]
+    stats = s1["shard_stats"]
+    rate = s1["n_customers"] / sum(x["score_s"] for x in stats)
+    load = max(x["load_s"] for x in stats)
+    rows_per_customer = s1["n_rows"] / max(s1["n_customers"], 1)
+    publish_per_row = s1["publish_s"] / max(s1["n_rows"], 1)
+    publish = publish_per_row * rows_per_customer * target
+    lines.append(f"\nPROJECTION (not measured) for {target:,} customers, from the 1-worker run: per-worker rate "
+                 f"{rate:,.0f} customers/s, shard load {load:.1f} s (at this data size; grows with the tables), "
+                 f"publish {publish_per_row * 1e6:.2f} s per million rows x {rows_per_customer:.0f} rows per customer "
+                 f"= {publish:,.0f} s (one DuckDB writer: does not shrink with workers). Each worker like one "
+                 f"process of this machine, no contention between workers:")
+    proj = [[w, (load + target / (w * rate) + publish) / 60, (load + target / (w * rate)) / 60] for w in worker_counts]
+    lines.append(format_table(["workers W", "projected wall min", "of which scoring min"], proj))
+    return "\n".join(lines), rate, {w: m for w, m, _ in proj}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-customers", type=int, default=None,
@@ -262,6 +332,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--quick", action="store_true", help="10 steps, 20,000 sampled customers, 2 repeats")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="measure sharded scoring on Dask with this many shards (1 vs 2 workers) and project "
+                             "to 10M customers, instead of the in-process figures and the isolated pass")
+    parser.add_argument("--workers", default="1,2", help="with --shards: LocalCluster sizes to measure")
     args = parser.parse_args()
     if args.train_steps is None:
         args.train_steps = 10 if args.quick else 30
@@ -281,6 +355,17 @@ def main() -> None:
     train_s = train_briefly(warehouse, ckpt_dir, args.train_steps, args.seed, args.retrain)
     print(f"training: retrieval {train_s['retrieval']:.1f}s, ranking {train_s['ranking']:.1f}s "
           f"(cpu profile, {args.train_steps} steps; near zero = reused checkpoint)")
+
+    if args.shards:
+        log(f"sharded scoring: {args.shards} shards on {args.workers} worker(s), and in-process")
+        runs = sharded_runs(warehouse, ckpt_dir, args.shards, [int(w) for w in args.workers.split(",")])
+        text, rate, projected = report_sharded(runs)
+        print(text)
+        measured = {r.get("workers"): r["summary"]["n_customers"] / r["seconds"] for r in runs.values()}
+        print("\n" + " ".join(f"sharded_customers_per_s_{w}w={v:.0f}" for w, v in measured.items() if w)
+              + f" in_process_customers_per_s={measured[None]:.0f} per_worker_rate={rate:.0f} "
+              f"projected_10M_minutes_32w={projected[32]:.1f} (projection)")
+        return
 
     scored = None
     if not args.skip_scoring:

@@ -70,11 +70,13 @@ def model_age_warning(checkpoint_dir: str, data_at: datetime, max_model_age_days
 @flow(name="nightly")
 def nightly(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
             top_n: int | None = None, max_model_age_days: float = 7.0, keep_model: bool | None = None,
-            max_quarantine_share: float = 0.05, scoring: dict | None = None) -> dict:
+            max_quarantine_share: float = 0.05, scoring: dict | None = None, shards: int | None = None,
+            dask_address: str | None = None) -> dict:
     """Ingest (when data_dir is given), rebuild with the previous build's settings, score.
 
     scoring: more parameters of flow `score_all` (the config file's [score_all] section);
-    top_n / keep_model, when given, override theirs (default: score_all's defaults).
+    top_n / keep_model / shards / dask_address, when given, override theirs (default: score_all's
+    defaults; shards > 1 or a dask_address scores on Dask).
     Returns {ingest, build, scoring, model_age_warning}."""
     logger = get_run_logger()
     ingested = None
@@ -86,7 +88,8 @@ def nightly(data_dir: str | None = None, warehouse_dir: str = "warehouse", check
         raise ValueError(f"no sequence build in {Path(warehouse_dir)}: run `recs run` (or `recs build` and train) "
                          "before the nightly job")
     built = build_sequences(warehouse_dir=warehouse_dir, **settings)
-    overrides = {k: v for k, v in (("top_n", top_n), ("keep_model", keep_model)) if v is not None}
+    overrides = {k: v for k, v in (("top_n", top_n), ("keep_model", keep_model), ("shards", shards),
+                                   ("dask_address", dask_address)) if v is not None}
     scoring = score_all(**{**(scoring or {}), **overrides, "warehouse_dir": warehouse_dir,
                            "checkpoint_dir": checkpoint_dir})
     warning = model_age_warning(str(checkpoint_dir), datetime.now(timezone.utc), max_model_age_days)

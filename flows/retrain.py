@@ -29,7 +29,7 @@ def selected_steps(summary: dict) -> int:
 def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
             profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20,
             seed: int = 0, refit: bool = True, steps: int | None = None, keep_model: bool = False,
-            max_quarantine_share: float | None = None) -> dict:
+            max_quarantine_share: float | None = None, shards: int = 1, dask_address: str | None = None) -> dict:
     """Every stage after the data lands; returns each stage's summary.
 
     data_dir: re-ingest these CSVs first (None: use the warehouse's current events).
@@ -37,6 +37,7 @@ def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", check
     refit: also train serving models on all data (scoring prefers them when present).
     steps: override both models' number of training steps (None: the profile's).
     keep_model: publish the model even when a baseline beats it on validation (see recs/guard.py).
+    shards / dask_address: score in that many shards on Dask (flow `score_all`).
     """
     logger = get_run_logger()
     ingested = None
@@ -60,7 +61,8 @@ def retrain(data_dir: str | None = None, warehouse_dir: str = "warehouse", check
                                               steps=selected_steps(retrieval))
     else:
         logger.info("refit=False: scoring uses the models selected on validation")
-    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n, keep_model=keep_model)
+    scoring = score_all(warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, top_n=top_n, keep_model=keep_model,
+                        shards=shards, dask_address=dask_address)
     return {"ingest": ingested, "build": built, "retrieval": retrieval, "ranking": ranking,
             "evaluation": {k: v for k, v in evaluation.items() if k != "rows"}, "refit": refits,
             "scoring": scoring}

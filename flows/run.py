@@ -51,10 +51,11 @@ Query it:
 def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints",
         profile: str = "cpu", min_user_events: int = 10, min_item_events: int = 1, top_n: int = 20, seed: int = 0,
         refit: bool = True, default_scale: str = "small", keep_model: bool = False,
-        max_quarantine_share: float | None = None, steps: int | None = None,
-        compare_with: str | None = "item_knn") -> dict:
+        max_quarantine_share: float | None = None, steps: int | None = None, shards: int = 1,
+        dask_address: str | None = None, compare_with: str | None = "item_knn") -> dict:
     """The whole pipeline; returns each stage's summary (max_quarantine_share: the ingest's
     limit, None = flow `ingest`'s default; steps: both models' train steps, None = the profile's;
+    shards / dask_address: score in that many shards on Dask, see flow `score_all`;
     compare_with: the incumbent the published lists are compared with at the end, flow `compare`
     (a built-in baseline or a lists file; None or "none": no comparison))."""
     logger = get_run_logger()
@@ -66,7 +67,8 @@ def run(data_dir: str | None = None, warehouse_dir: str = "warehouse", checkpoin
         generate(Path(data_dir), scale=default_scale, seed=seed)
     stages = retrain(data_dir=data_dir, warehouse_dir=warehouse_dir, checkpoint_dir=checkpoint_dir, profile=profile,
                      min_user_events=min_user_events, min_item_events=min_item_events, top_n=top_n, seed=seed,
-                     refit=refit, keep_model=keep_model, max_quarantine_share=max_quarantine_share, steps=steps)
+                     refit=refit, keep_model=keep_model, max_quarantine_share=max_quarantine_share, steps=steps,
+                     shards=shards, dask_address=dask_address)
     comparison = None
     if compare_with and compare_with.lower() != "none":
         from flows.compare import compare

@@ -605,14 +605,20 @@ class ServingChunk(NamedTuple):
 
 
 def serving_histories(tables: SequenceTables, *, chunk_rows: int = 65_536,
-                      history_len: int | None = None) -> Iterator[ServingChunk]:
-    """Stream every customer of `sequences/serving` in chunks of <= chunk_rows rows."""
+                      history_len: int | None = None,
+                      customer_range: tuple[int, int] | None = None) -> Iterator[ServingChunk]:
+    """Stream every customer of `sequences/serving` in chunks of <= chunk_rows rows; with
+    customer_range (lo, hi), only those with lo <= customer_idx < hi (a scoring shard: the rows
+    are in customer_idx order, so the parquet statistics skip the other row groups)."""
     width = history_len or tables.history_len
     files = sorted(str(p) for p in (tables.root / "serving").glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no parquet files in {tables.root / 'serving'}")
     dataset = pads.dataset(files, format="parquet")
-    for batch in dataset.to_batches(batch_size=chunk_rows):
+    where = None
+    if customer_range is not None:
+        where = (pc.field("customer_idx") >= customer_range[0]) & (pc.field("customer_idx") < customer_range[1])
+    for batch in dataset.to_batches(batch_size=chunk_rows, filter=where):
         if batch.num_rows == 0:
             continue
         table = pa.Table.from_batches([batch])

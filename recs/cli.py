@@ -150,6 +150,16 @@ def _add_profile(p: argparse.ArgumentParser, helptext: str = "model size profile
     p.add_argument("--profile", choices=["tiny", "cpu", "gpu"], default=S, help=helptext)
 
 
+def _add_shards(p: argparse.ArgumentParser, workers: bool = False) -> None:
+    p.add_argument("--shards", type=int, default=S, metavar="N",
+                   help="score the customers in N shards, one Prefect task each on Dask (1: in this process)")
+    p.add_argument("--dask-address", default=S, metavar="tcp://HOST:PORT",
+                   help="with --shards: the running Dask scheduler to use (default: a LocalCluster here)")
+    if workers:
+        p.add_argument("--dask-workers", type=int, default=S, metavar="W",
+                       help="without --dask-address: worker processes of the LocalCluster (default: min(N, cores))")
+
+
 def _add_keep_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-model", action=FLAG, default=S,
                    help="publish the model's lists even when a baseline beats it on validation (the run records the warning)")
@@ -234,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-bought", action=FLAG, default=S, help="never recommend items the customer bought")
     p.add_argument("--trending-days", type=float, default=S, help="window of the popularity fallback")
     p.add_argument("--keep-runs", type=int, default=S, help="published runs kept in the warehouse")
+    _add_shards(p, workers=True)
 
     p = add("run", help="the whole pipeline, end to end, as one Prefect flow",
             description="ingest, build, train retrieval, train ranking, evaluate, refit, score. Without --data, generates the embedded default (small) first. Reads the [run] section of the config file.")
@@ -252,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quarantine(p)
     p.add_argument("--compare-with", default=S, metavar="INCUMBENT",
                    help="end with `recs compare` against this incumbent (item_knn, popularity or a lists file; none: skip)")
+    _add_shards(p)
 
     p = add("recommend", help="one customer's recent history and list")
     p.add_argument("--customer-id", type=int, default=S, help="original visitorid (required)")
@@ -471,7 +483,7 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
         validate_build(**{k: p[k] for k in ("min_user_events", "min_item_events", "history_len", "max_candidates",
                                             "train_quantile", "val_quantile")})
     elif cmd == "run":
-        for name in ("min_user_events", "min_item_events", "top_n", "steps"):
+        for name in ("min_user_events", "min_item_events", "top_n", "steps", "shards"):
             _require_positive("--" + name.replace("_", "-"), p.get(name))
     elif cmd in ("train-retrieval", "train-ranking"):
         _require_sequences(p["warehouse_dir"])
@@ -486,7 +498,7 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
             _require_checkpoint(p["checkpoint_dir"], model, (model,))
     elif cmd == "score":
         _require_sequences(p["warehouse_dir"])
-        for name in ("top_n", "keep_runs"):
+        for name in ("top_n", "keep_runs", "shards", "dask_workers"):
             _require_positive("--" + name.replace("_", "-"), p[name])
         for name in ("retrieve_k", "recent_k", "cooc_k", "session_k"):
             if p[name] < 0:

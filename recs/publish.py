@@ -51,12 +51,13 @@ def staging_dir(warehouse_dir: str | Path, run_id: str) -> Path:
     return Path(warehouse_dir) / "recommendations" / "_staging" / run_id
 
 
-def write_shard(table: pa.Table, warehouse_dir: str | Path, run_id: str, shard: int) -> Path:
-    """Write one shard of a run as parquet (temp name + rename, so a shard is whole or absent)."""
+def write_shard(table: pa.Table, warehouse_dir: str | Path, run_id: str, shard: int | str) -> Path:
+    """Write one shard of a run as parquet (temp name + rename, so a shard is whole or absent);
+    `shard` names the file (`part-00003`, or `part-<shard>` when a string, e.g. "00001-00000")."""
     out_dir = staging_dir(warehouse_dir, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = table.select(RECOMMENDATION_SCHEMA.names).cast(RECOMMENDATION_SCHEMA)
-    final = out_dir / f"part-{shard:05d}.parquet"
+    final = out_dir / (f"part-{shard:05d}.parquet" if isinstance(shard, int) else f"part-{shard}.parquet")
     tmp = final.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
     tmp.replace(final)
