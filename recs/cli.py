@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common_options(p, top_level=False)
         return p
 
-    p = add("generate", help="write Retail Rocket-format CSVs with learnable structure",
-            description="Deterministic generator of events.csv, item_properties_part1/2.csv and category_tree.csv in the Kaggle formats.")
+    p = add("generate", help="write Retail Rocket- (or H&M-) format CSVs with learnable structure",
+            description="Deterministic generator of events.csv, item_properties_part1/2.csv and category_tree.csv in the Kaggle formats (--format hm: transactions_train.csv, articles.csv, customers.csv).")
     p.add_argument("--out", default=S, help="output directory (required)")
     p.add_argument("--scale", choices=["tiny", "small", "full"], default=S, help="tiny (tests), small (~150K events), full (Retail Rocket size)")
     p.add_argument("--seed", type=int, default=S, help="random seed")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", help="the whole pipeline, end to end, as one Prefect flow",
             description="ingest, build, train retrieval, train ranking, evaluate, refit, score. Without --data, generates the embedded default (small) first. Reads the [run] section of the config file.")
-    p.add_argument("--data", dest="data_dir", default=S, help="Retail Rocket CSV directory (default: generate the embedded default)")
+    p.add_argument("--data", dest="data_dir", default=S, help="Retail Rocket or H&M CSV directory, recognised by file name (default: generate the embedded default)")
     _add_warehouse(p)
     _add_checkpoints(p)
     _add_profile(p)
