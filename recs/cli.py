@@ -26,6 +26,7 @@ Stages (each also a Prefect flow in flows/):
   score            top-N recommendations for every customer into the warehouse
   run              all of the above, end to end
   recommend        one customer's history and list
+  personas         probe ours, the incumbent and popularity with synthetic personas
   deploy           serve Prefect deployments (nightly scoring, weekly retrain)
   status           what the warehouse and checkpoints hold, and what is stale
 
@@ -51,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("flows.score_all:score_all", "score_all"),
     "run": ("flows.run:run", "run"),
     "recommend": ("recs.recommend:recommend_for_customer", "recommend"),
+    "personas": ("flows.personas:personas", "personas"),
     "deploy": ("flows.deploy:serve_deployments", "deploy"),
     "status": ("recs.status:collect_status", "status"),
 }
@@ -255,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse(p)
     _add_checkpoints(p)
 
+    p = add("personas", help="probe ours, the incumbent and popularity with synthetic personas",
+            description="Budget-conscious, brand-loyal, impulse/trending and niche-enthusiast customers built from the catalogue, scored through the nightly serving path by ours, the item-kNN incumbent and popularity; preference metrics into comparison_metrics (segment persona:<name>) and a table.")
+    _add_warehouse(p)
+    _add_checkpoints(p)
+    p.add_argument("--seed", type=int, default=S, help="random seed of the personas' histories")
+    p.add_argument("--top-n", type=int, default=S, help="items per list")
+    p.add_argument("--incumbent", default=S, help="item_knn (built in, scored live), or an incumbent file's name (not covered)")
+    p.add_argument("--trending-days", type=float, default=S, help="window of 'trending' and of the popularity fallback")
+
     p = add("deploy", help="serve Prefect deployments (nightly scoring, weekly retrain)",
             description="Serve the nightly-scoring and weekly-retrain deployments; their parameters come from the [score_all] and [retrain] sections of the config file.")
     p.add_argument("--cron", default=S, help="nightly scoring schedule")
@@ -281,7 +292,7 @@ def _print_result(result) -> None:
 # Bad input: the CLI prints these as one line and exits 2. Anything else is unexpected: one line
 # saying to re-run with --debug (exit 1); with --debug, the traceback too.
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
-FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run"}
+FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "personas"}
 INGEST_ONLY = {"data_dir", "plausible_window_days", "max_quarantine_share"}  # `recs build`'s ingest options
 
 
@@ -458,6 +469,13 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
             _require_checkpoint(p["checkpoint_dir"], model, (f"{model}_serving", model))
     elif cmd == "recommend":
         _require_positive("--top-n", p["top_n"])
+    elif cmd == "personas":
+        _require_sequences(p["warehouse_dir"])
+        _require_positive("--top-n", p["top_n"])
+        if p["trending_days"] <= 0:
+            raise ValueError(f"--trending-days must be positive, got {p['trending_days']}")
+        for model in ("retrieval", "ranking"):
+            _require_checkpoint(p["checkpoint_dir"], model, (f"{model}_serving", model))
 
 
 _SHOW_TRACEBACKS = {"on": False}  # --debug of the current `main` call
@@ -506,7 +524,7 @@ def execute(cmd: str, prepared: dict, as_json: bool = False) -> None:
         if prepared["ingest"]:
             _call(INGEST_TARGET, **prepared["ingest"])
         _print_result(_call(target, **p))
-    elif cmd == "run":
+    elif cmd in ("run", "personas"):
         _call(target, **p)  # prints its own report
     elif cmd == "recommend":
         from recs.recommend import format_recommendation

@@ -1,7 +1,7 @@
 """Ingest: Retail Rocket CSVs -> warehouse tables (events, quarantine_events, categories,
-item_snapshots, items, the id mappings customer_keys / item_keys; ingest_runs is created here
-and appended by flows/ingest.py). H&M-format directories (transactions_train.csv) go through
-recs/ingest_hm.py onto the same tables: `detect_format` tells them apart by file name.
+item_snapshots, items, item_prices, the id mappings customer_keys / item_keys; ingest_runs is
+created here and appended by flows/ingest.py). H&M-format directories (transactions_train.csv)
+go through recs/ingest_hm.py onto the same tables: `detect_format` tells them apart by file name.
 
 events.csv is streamed in blocks of whole lines. While the file is plainly clean (the usual
 case: nothing but digits, separators, line ends and event names, five fields a line, ids that
@@ -55,6 +55,8 @@ QUARANTINE_REASONS = (
     "nonpositive_id",
     "timestamp_out_of_range",
 )
+# The item property read as a price (an assumption: see the README's "Item prices").
+PRICE_PROPERTY = "790"
 MAX_CATEGORY_DEPTH = 64  # guard for the recursive walk of the category tree
 MS_PER_DAY = 86_400_000
 EVENT_LINES_VIEW = "stg_event_lines"  # the Arrow table stg_events_parsed.sql reads
@@ -68,6 +70,7 @@ QUARANTINED_LINES_VIEW = "stg_quarantined_lines"  # the one int_quarantine_event
 WORKING_TABLES = (
     "stg_events_parsed",
     "stg_item_properties",
+    "stg_item_prices",
     "stg_category_tree",
     "int_events_rejected",
     "int_item_category_snapshots",
@@ -75,8 +78,8 @@ WORKING_TABLES = (
     "int_item_states",
 )
 # The tables ingest_dir replaces (ingest_runs is only ever appended to).
-WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items", "customer_keys",
-                    "item_keys")
+WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items", "item_prices",
+                    "customer_keys", "item_keys")
 FORMATS = ("retailrocket", "hm")
 # The plausibility window (days around the median timestamp) when none is given, per format.
 DEFAULT_PLAUSIBLE_WINDOW_DAYS = 365
@@ -376,9 +379,12 @@ def stage_optional_inputs(con: duckdb.DuckDBPyConnection, inputs: dict[str, Any]
         check_header(tree, first_line(tree), CATEGORY_TREE_HEADER)
     try:
         if inputs["item_properties"]:
-            run_sql(con, "staging/stg_item_properties", paths=[str(p) for p in inputs["item_properties"]])
+            paths = [str(p) for p in inputs["item_properties"]]
+            run_sql(con, "staging/stg_item_properties", paths=paths)
+            run_sql(con, "staging/stg_item_prices", paths=paths, property=PRICE_PROPERTY)
         else:
             run_sql(con, "staging/stg_item_properties_empty")
+            run_sql(con, "staging/stg_item_prices_empty")
     except duckdb.Error as exc:
         names = ", ".join(str(p) for p in inputs["item_properties"])
         raise ValueError(f"{names}: unreadable as CSV lines ({_first_line_of(exc)})") from exc
@@ -445,6 +451,7 @@ def build_dimension_tables(con: duckdb.DuckDBPyConnection) -> None:
     run_sql(con, "intermediate/int_item_states")
     run_sql(con, "intermediate/int_events_asof")
     run_sql(con, "intermediate/int_items")
+    run_sql(con, "intermediate/int_item_prices")
     run_sql(con, "intermediate/int_ingest_runs")
 
 
@@ -487,6 +494,7 @@ def summarize(con: duckdb.DuckDBPyConnection, reasons: tuple[str, ...] = QUARANT
         "n_items": _scalar(con, "SELECT count(*) FROM items"),
         "n_categories": _scalar(con, "SELECT count(*) FROM categories"),
         "n_item_snapshots": _scalar(con, "SELECT count(*) FROM item_snapshots"),
+        "n_item_prices": _scalar(con, "SELECT count(*) FROM item_prices"),
         "property_rows_used": _scalar(con, "SELECT count(*) FILTER (WHERE usable) FROM stg_item_properties"),
         "property_rows_skipped": _scalar(con, "SELECT count(*) FILTER (WHERE NOT usable) FROM stg_item_properties"),
         "category_rows_skipped": _scalar(con, "SELECT count(*) FILTER (WHERE NOT usable) FROM stg_category_tree"),

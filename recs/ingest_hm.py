@@ -14,7 +14,8 @@ H&M staging) plus the id mapping tables customer_keys / item_keys:
 - the order within a day is the file's: timestamp = t_dat 00:00 UTC + the row's distance in
   lines from the day's first line (ms); one basket (transactionid) per customer, day and channel;
 - the category tree is index_group -> section -> product type (sql/staging/stg_hm_category_tree.sql),
-  product_code is the item's author and its latest price an item property (item_keys);
+  product_code is the item's author (item_keys) and price an item property: every clean row's
+  price is a price record, so item_prices holds the latest, min and max as for Retail Rocket;
 - bad rows go to quarantine_events with a reason (HM_QUARANTINE_REASONS), their raw line kept.
 
 transactions_train.csv is streamed in blocks of whole lines (never whole in memory: the real
@@ -269,6 +270,7 @@ def build_hm_tables(con: duckdb.DuckDBPyConnection, inputs: dict, plausible_wind
         con.unregister(QUARANTINED_LINES_VIEW)
     run_sql(con, "staging/stg_hm_item_properties")
     run_sql(con, "staging/stg_hm_category_tree")
+    run_sql(con, "staging/stg_hm_item_prices")
     build_dimension_tables(con)
     run_sql(con, "intermediate/int_hm_customer_keys")
     run_sql(con, "intermediate/int_hm_item_keys")

@@ -98,6 +98,58 @@ def serving_chunk(tables, customer_id: int):
                         history=history_batch(tables, steps, visitorid, np.arange(1)), history_item_idx=steps.item)
 
 
+def history_chunk(tables, history: list[tuple[int, str | int]], customer_id: int = 0):
+    """A one-row `ServingChunk` of an arbitrary history, built like a `sequences/serving` row.
+
+    history: (item_id, action) steps oldest first, action an ACTION_NAMES name or a bitmask.
+    As in the sequence build, steps on items outside the vocabulary are dropped and the latest
+    `history_len` steps kept; each step's category / root are the item's latest. customer_id:
+    a known customer is scored as them (their purchases are excluded, as nightly); 0 or an
+    unknown id is a new customer.
+    """
+    from model.batch import ACTION_NAMES
+    from model.data import ServingChunk, StepArrays, history_batch
+
+    bits = {name: 1 << i for i, name in enumerate(ACTION_NAMES)}
+    width = tables.history_len
+    item_ids = np.array([int(item) for item, _ in history], np.int64)
+    action = np.array([bits[a] if isinstance(a, str) else int(a) for _, a in history], np.int8)
+    idx = tables.item_idx_of(item_ids) if len(item_ids) else np.zeros(0, np.int32)
+    known = idx > 0
+    idx, action = idx[known][-width:], action[known][-width:]
+    pad = width - len(idx)
+    item = np.pad(idx, (pad, 0))[None, :].astype(np.int32)
+    steps = StepArrays(item, tables.item_category[item], tables.item_root[item],
+                       np.pad(action, (pad, 0))[None, :].astype(np.int8), np.array([len(idx)], np.int32))
+    matches = np.flatnonzero(tables.customer_visitorid == customer_id) if customer_id else np.zeros(0, np.int64)
+    customer_idx = np.array([matches[0] if len(matches) else 0], np.int32)
+    visitorid = np.array([customer_id], np.int64)
+    return ServingChunk(customer_idx=customer_idx, visitorid=visitorid,
+                        history=history_batch(tables, steps, visitorid, np.arange(1)), history_item_idx=steps.item)
+
+
+RECOMMENDATION_KEYS = ("rank", "item_id", "score", "p_transaction", "p_addtocart", "p_view", "source")
+
+
+def recommend_for_history(scorer, history: list[tuple[int, str | int]], top_n: int, *,
+                          customer_id: int = 0) -> list[dict]:
+    """The top-`top_n` list nightly scoring would publish for a customer with this history.
+
+    scorer: a `recs.scoring.load_scorer` Scorer (its strategy and rules apply); history:
+    (item_id, action name) steps oldest first (see history_chunk). The chunk goes through
+    `Scorer.score_chunk`, the nightly path itself: retrieval, candidates, ranking, rules and the
+    popularity fallback (an empty or unknown history gets the fallback list). Returns the
+    published rows' fields {rank, item_id, score, p_transaction, p_addtocart, p_view, source}
+    (score and probabilities None on fallback rows).
+    """
+    if not 1 <= top_n <= scorer.config.top_n:
+        raise ValueError(f"top_n must be between 1 and the scorer's top_n ({scorer.config.top_n}), got {top_n}")
+    generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    table, _ = scorer.score_chunk(history_chunk(scorer.tables, history, customer_id), run_id="history",
+                                  generated_at=generated_at)
+    return [{k: r[k] for k in RECOMMENDATION_KEYS} for r in table.to_pylist() if r["rank"] <= top_n]
+
+
 def live_recommendations(warehouse_dir: str | Path, checkpoint_dir: str | Path, customer_id: int,
                          top_n: int) -> list[dict]:
     """Score this one customer now with the serving checkpoints (nothing is written)."""

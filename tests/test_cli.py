@@ -15,7 +15,7 @@ from recs.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["generate", "ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run",
-               "recommend", "deploy", "status"]
+               "recommend", "personas", "deploy", "status"]
 
 
 @pytest.fixture(scope="session")

@@ -585,6 +585,9 @@ def test_hm_price_is_an_item_property(hm_clean):
     assert dict(rows(con, "SELECT item_key, price FROM item_keys")) == {
         "0108775015": 0.0423, "0108775044": 0.0508, "0706016001": 0.0338, "0706016002": 0.0338,
         "0111111001": None, "0999999001": 0.01}
+    # The same records in item_prices, as Retail Rocket's price property: latest, min, max, count.
+    assert rows(con, "SELECT itemid, price, min_price, max_price, n_records FROM item_prices WHERE itemid = 1") == [
+        (1, 0.0423, 0.0423, 0.0508, 3)]
 
 
 @pytest.mark.parametrize("reason", sorted({r for _, r in HM_BAD_ROWS}))
