@@ -25,6 +25,12 @@ default build (one step per event, collapse_repeats=False):
   candidates: the window's distinct items in first-seen order, label = OR of their actions;
 - serving: every customer's latest <= history_len steps, last_ts NULL without steps.
 
+H&M format (`fmt="hm"`, transactions_train.csv / articles.csv / customers.csv): `hm_events` and
+`hm_item_states` replace the two front ends with recs/ingest_hm.py's rules (ids by first
+appearance, customers.csv / articles.csv first; a day's rows in file order, one ms per line from
+the day's first line; the value checks; leaf category = (index group, section, product type),
+root = index group); the rest is shared.
+
 `cross_check(ours_dir, ref_dir)` compares every table of `sequences/` (train, val, test,
 serving, items, customers) with the reference's parquet: schema, row count and every value of
 every row (list columns included), in row order. It returns a list of differences (empty: ok).
@@ -90,6 +96,72 @@ def clean_events(data_dir: Path, plausible_window_days: int = 365) -> pl.DataFra
     return ok.select("timestamp", "visitorid", "event", "itemid")
 
 
+HM_TX_COLUMNS = ("t_dat", "customer_id", "article_id", "price", "sales_channel_id")
+HM_ORDER_OFFSET = 1_000_000_000_000  # keys only the transactions name come after the listed ones
+
+
+def _hm_ids(listed: pl.DataFrame, seen: pl.DataFrame, pattern: str, id_name: str) -> pl.DataFrame:
+    """(key, <id_name>): valid keys numbered 1, 2, ... listed first (file order), then by first line."""
+    keys = pl.concat([listed.select("key", order="line"),
+                      seen.group_by("key").agg(order=pl.col("line").min() + HM_ORDER_OFFSET)])
+    return (keys.filter(pl.col("key").str.contains(pattern)).group_by("key").agg(pl.col("order").min())
+            .sort("order").with_row_index(id_name, offset=1).select("key", pl.col(id_name).cast(pl.Int64)))
+
+
+def _hm_csv(path: Path, columns: list[str]) -> pl.DataFrame:
+    if not path.exists():
+        return pl.DataFrame(schema={"line": pl.Int64, **{c: pl.String for c in columns}})
+    frame = pl.read_csv(path, columns=columns, schema_overrides={c: pl.String for c in columns}, infer_schema=False)
+    return frame.with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def hm_events(data_dir: Path, plausible_window_days: int = 1_100) -> pl.DataFrame:
+    """The rows of transactions_train.csv that ingest loads into `events` (timestamp, visitorid,
+    event, itemid), ids as recs/ingest_hm.py assigns them on a fresh warehouse."""
+    tx = pl.read_csv(data_dir / "transactions_train.csv", schema={c: pl.String for c in HM_TX_COLUMNS},
+                     quote_char=None).with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
+    customers = _hm_csv(data_dir / "customers.csv", ["customer_id"]).rename({"customer_id": "key"})
+    articles = _hm_csv(data_dir / "articles.csv", ["article_id"]).rename({"article_id": "key"})
+    visitors = _hm_ids(customers, tx.select(key="customer_id", line="line"), r"^[0-9A-Fa-f]{64}$", "visitorid")
+    items = _hm_ids(articles, tx.select(key="article_id", line="line"), r"^[0-9]{1,20}$", "itemid")
+    days = tx.group_by("t_dat").agg(first_line=pl.col("line").min()).with_columns(
+        day=pl.when(pl.col("t_dat").str.contains(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+        .then(pl.col("t_dat").str.strptime(pl.Date, "%Y-%m-%d", strict=False)))
+    price = pl.col("price").cast(pl.Float64, strict=False)
+    events = (tx.join(days, on="t_dat", how="left").join(visitors, left_on="customer_id", right_on="key", how="left")
+              .join(items, left_on="article_id", right_on="key", how="left")
+              .filter(pl.col("day").is_not_null() & pl.col("visitorid").is_not_null() & pl.col("itemid").is_not_null()
+                      & price.is_finite().fill_null(False) & (price > 0).fill_null(False)
+                      & pl.col("sales_channel_id").is_in(["1", "2"]))
+              .select(timestamp=pl.col("day").cast(pl.Datetime("ms")).cast(pl.Int64)
+                      + pl.min_horizontal(pl.col("line") - pl.col("first_line"), 86_399_999),
+                      visitorid="visitorid", event=pl.lit("transaction"), itemid="itemid"))
+    median = events["timestamp"].sort()[max(-(-len(events) // 2), 1) - 1]
+    window = plausible_window_days * MS_PER_DAY
+    return events.filter((pl.col("timestamp") - median).abs() <= window)
+
+
+def hm_item_states(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(snapshots, categories) as item_states returns them, from articles.csv: one snapshot per
+    item at time 0, leaf = (group * 1000 + section) * 10000 + product type + 1, root = group."""
+    columns = ["article_id", "index_group_no", "section_no", "product_type_no"]
+    articles = _hm_csv(data_dir / "articles.csv", columns)
+    tx = pl.read_csv(data_dir / "transactions_train.csv", columns=["article_id"], schema_overrides={"article_id": pl.String},
+                     quote_char=None).with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
+    items = _hm_ids(articles.select(key="article_id", line="line"), tx.select(key="article_id", line="line"),
+                    r"^[0-9]{1,20}$", "itemid")
+    g, sec, t = (_parse_int(pl.col(c)) for c in ("index_group_no", "section_no", "product_type_no"))
+    usable = (g.is_between(1, 99) & sec.is_between(0, 999) & t.is_between(-1, 9998)
+              & pl.col("article_id").str.contains(r"^[0-9]{1,20}$")).fill_null(False)
+    snaps = (articles.filter(usable).join(items, left_on="article_id", right_on="key", how="inner")
+             .group_by("itemid").agg(categoryid=((g * 1000 + sec) * 10000 + t + 1).max())
+             .select("itemid", timestamp=pl.lit(0, pl.Int64), categoryid="categoryid", available=pl.lit(1, pl.Int64),
+                     root_categoryid=pl.col("categoryid") // 10_000_000))
+    snaps = snaps.sort("itemid", "timestamp")
+    categories = snaps.select("categoryid", "root_categoryid").unique()
+    return snaps, categories
+
+
 def item_states(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(snapshots: itemid, timestamp, categoryid, available, root_categoryid in (itemid, time)
     order; categories: categoryid, root_categoryid)."""
@@ -147,9 +219,9 @@ def item_states(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def reference_tables(data_dir: str | Path, *, min_user_events: int = 10, min_item_events: int = 1,
                      history_len: int = 64, max_candidates: int = 16, train_quantile: float = 0.8,
-                     val_quantile: float = 0.9, plausible_window_days: int = 365,
+                     val_quantile: float = 0.9, plausible_window_days: int | None = None,
                      event_rank: dict[str, int] | None = None, itemid_descending: bool = False,
-                     ) -> dict[str, pl.DataFrame]:
+                     fmt: str = "retailrocket") -> dict[str, pl.DataFrame]:
     """Every table of `sequences/` (keys of TABLES) as polars frames, in our row order.
 
     `event_rank` / `itemid_descending` change the step order's tie-breaks (only to show that the
@@ -157,8 +229,12 @@ def reference_tables(data_dir: str | Path, *, min_user_events: int = 10, min_ite
     """
     data_dir = Path(data_dir)
     rank = event_rank or EVENT_RANK
-    events = clean_events(data_dir, plausible_window_days)
-    snaps, _ = item_states(data_dir)
+    if fmt == "hm":
+        events = hm_events(data_dir, plausible_window_days or 1_100)
+        snaps, _ = hm_item_states(data_dir)
+    else:
+        events = clean_events(data_dir, plausible_window_days or 365)
+        snaps, _ = item_states(data_dir)
 
     # Category / root as of each event: the latest state at or before it; before an item's first
     # snapshot its first state; items never recorded: 0 / 0.

@@ -19,15 +19,15 @@ from recs.warehouse import connect
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
-def load_warehouse(data_dir: str, warehouse_dir: str, plausible_window_days: int,
-                   max_quarantine_share: float | None = None) -> dict:
+def load_warehouse(data_dir: str, warehouse_dir: str, plausible_window_days: int | None,
+                   max_quarantine_share: float | None = None, data_format: str | None = None) -> dict:
     """Rebuild events, quarantine_events, categories, item_snapshots and items from data_dir
     (nothing changes when more than max_quarantine_share of the rows would be quarantined)."""
-    locate_inputs(Path(data_dir))  # fail on a missing events.csv before opening the warehouse
+    locate_inputs(Path(data_dir), data_format)  # fail on a missing events.csv before opening the warehouse
     con = connect(warehouse_dir)
     try:
         report = ingest_dir(con, Path(data_dir), plausible_window_days=plausible_window_days,
-                            max_quarantine_share=max_quarantine_share)
+                            max_quarantine_share=max_quarantine_share, data_format=data_format)
     except (FileNotFoundError, ValueError) as exc:
         # Re-raised below as a bare copy: the original's traceback frames hold the connection,
         # which Prefect's failed state would keep alive until exit (nanobind then prints pages
@@ -62,14 +62,16 @@ def publish_summary(report: dict) -> None:
 
 
 @flow(name="ingest")
-def ingest(data_dir: str, warehouse_dir: str = "warehouse", plausible_window_days: int = 365,
-           max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE) -> dict:
+def ingest(data_dir: str, warehouse_dir: str = "warehouse", plausible_window_days: int | None = None,
+           max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE, data_format: str | None = None) -> dict:
     """Load the CSVs in data_dir into warehouse_dir/recs.duckdb; returns the ingest report.
 
+    data_format: "retailrocket" or "hm" (None: by the files' names). plausible_window_days:
+    None = the format's default (365; H&M's two-year log 1,100).
     max_quarantine_share: fail (ValueError, previous tables kept) when a larger share of
     events.csv's rows would be quarantined; 1 never fails."""
     logger = get_run_logger()
-    report = load_warehouse(data_dir, warehouse_dir, plausible_window_days, max_quarantine_share)
+    report = load_warehouse(data_dir, warehouse_dir, plausible_window_days, max_quarantine_share, data_format)
     logger.info(
         "ingest: %d rows read = %d loaded + %d quarantined (%s) in %.2f s",
         report["rows_read"], report["rows_loaded"], report["rows_quarantined"],

@@ -17,6 +17,14 @@ Sections:
 - `ranking`: AUC per action of the ranker over its candidates (view = the next event's slot;
   transaction / addtocart = what the customer did to the item from the case to its window's
   end), and their mean, beside the item-kNN and popularity scores of the same slots.
+- `week` (purchase-only data such as H&M's, or `week_map=True`): the H&M competition's metric,
+  MAP@12 over the week after the period before the split (val: the week after the train
+  period; test: the week after validation). A case is an in-training customer with a purchase
+  in that week; the truth is the distinct items bought that week; the list is made from the
+  customer's history just before the week (the split's first window's history, the last H
+  steps). Models: `shipped` (as served, rules and fallback), `two_tower`; baselines
+  `repurchase_popular` (the history's purchases, newest first, then the week-before's most
+  bought items) and `popularity` (the week-before's most bought items).
 
 What each model saw: the co-occurrence and session indexes and the popularity counts are fitted
 on the splits before the evaluated one (test: train + val; val: train), so nothing of the
@@ -47,6 +55,8 @@ from model.train import load_best_params
 from recs.scoring import fill_from_fallback
 
 KS = (10, 20, 50)
+MAP_K = 12  # the H&M competition's list length
+WEEK_MS = 7 * 86_400_000
 LIST_LEN = max(KS)
 MAX_CASES = 10_000  # cases per section (a deterministic sample beyond that: about +-0.5 points at 10K)
 STAGE_ONE_SPLITS = {"val": ("train",), "test": ("train", "val")}
@@ -98,6 +108,112 @@ def baseline_lists(tables: SequenceTables, cases: Cases, cooc, sessions, popular
     return {k: np.concatenate(v) if v else np.zeros((0, LIST_LEN), np.int64) for k, v in out.items()}
 
 
+def average_precision(top: np.ndarray, truth: np.ndarray, k: int = MAP_K) -> np.ndarray:
+    """AP@k of each list top [N, >= k] (item_idx, 0 = empty) against truth [N, T] (distinct
+    item_idx bought, 0-padded): sum over hits of precision at the hit, / min(|truth|, k)."""
+    top = top[:, :k]
+    hit = ((top[:, :, None] == truth[:, None, :]) & (truth[:, None, :] > 0)).any(axis=2)
+    precision = np.cumsum(hit, axis=1) / np.arange(1, k + 1)
+    n_truth = np.minimum((truth > 0).sum(axis=1), k)
+    return (precision * hit).sum(axis=1) / np.maximum(n_truth, 1)
+
+
+def distinct_first(lists: np.ndarray) -> np.ndarray:
+    """Each row's items with later repeats blanked (0) and the rest moved left, order kept."""
+    out = lists.copy()
+    for col in range(1, lists.shape[1]):
+        out[:, col] = np.where((lists[:, :col] == lists[:, col:col + 1]).any(axis=1), 0, lists[:, col])
+    order = np.argsort(out == 0, axis=1, kind="stable")
+    return np.take_along_axis(out, order, axis=1)
+
+
+def append_popular(lists: np.ndarray, popular: np.ndarray, k: int) -> np.ndarray:
+    """[N, k]: each row's items (0-padded), then the `popular` items it lacks, in order."""
+    merged = np.concatenate([lists, np.broadcast_to(popular, (len(lists), len(popular)))], axis=1)
+    return distinct_first(merged)[:, :k]
+
+
+def week_split_cases(tables: SequenceTables, split: str) -> dict:
+    """The `week` section's cases of a split: first-window row per customer with a purchase in
+    the week after the split starts, the distinct items bought then, and the items bought most
+    in the week before (for the baselines), from the split's parquet (per-step times)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    start = int(tables.meta["train_end_ts" if split == "val" else "val_end_ts"])
+    arrays = tables.split(split)
+
+    def steps_of(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        files = sorted(str(p) for p in (tables.root / name).glob("*.parquet"))
+        table = pads.dataset(files, format="parquet").to_table(
+            columns=["customer_idx", "window_item", "window_action", "window_ts"])
+        lengths = pc.list_value_length(table.column("window_item")).to_numpy(zero_copy_only=False)
+        customer = np.repeat(table.column("customer_idx").to_numpy(), lengths)
+        flat = [pc.list_flatten(table.column(c)).to_numpy() for c in ("window_item", "window_action", "window_ts")]
+        return customer, *flat
+
+    customer, item, action, ts = steps_of(split)
+    bought = ((action & TRANSACTION) > 0) & (ts < start + WEEK_MS)
+    pairs = np.unique(np.stack([customer[bought], item[bought]], axis=1), axis=0)
+    customers, first = np.unique(pairs[:, 0], return_index=True) if len(pairs) else (np.zeros(0, int),) * 2
+    counts = np.diff(np.append(first, len(pairs)))
+    width = int(counts.max()) if len(counts) else 1
+    truth = np.zeros((len(customers), width), np.int64)
+    if len(pairs):
+        slot = np.arange(len(pairs)) - np.repeat(first, counts)
+        truth[np.repeat(np.arange(len(customers)), counts), slot] = pairs[:, 1]
+    # First window of each customer of the split (rows are in (customer, time) order).
+    is_first = np.ones(len(arrays), bool)
+    is_first[1:] = arrays.customer_idx[1:] != arrays.customer_idx[:-1]
+    first_rows = np.flatnonzero(is_first)
+    row_of = first_rows[np.searchsorted(arrays.customer_idx[first_rows], customers)] if len(customers) else first_rows[:0]
+    # The week before: from the steps of the splits up to this one.
+    before = np.zeros(tables.num_items + 1)
+    for name in STAGE_ONE_SPLITS[split]:
+        _, b_item, b_action, b_ts = steps_of(name)
+        keep = ((b_action & TRANSACTION) > 0) & (b_ts >= start - WEEK_MS) & (b_ts < start)
+        before += np.bincount(b_item[keep], minlength=tables.num_items + 1)
+    before[0] = -1
+    popular = np.argsort(-before, kind="stable")[:MAP_K + 64]
+    return {"rows": row_of, "truth": truth, "popular": popular[before[popular] > 0]}
+
+
+def week_rows(tables: SequenceTables, recommender: Recommender, retriever, config: ServingConfig,
+              fallback: np.ndarray, split: str, max_cases: int, seed: int) -> list[dict]:
+    """MAP@12 of the shipped lists, two-tower and the baselines over the week after `split` starts."""
+    cases = week_split_cases(tables, split)
+    rows, truth = cases["rows"], cases["truth"]
+    if len(rows) > max_cases:
+        keep = np.sort(np.random.default_rng([seed, 12]).choice(len(rows), max_cases, replace=False))
+        rows, truth = rows[keep], truth[keep]
+    if not len(rows):
+        return []
+    arrays = tables.split(split)
+    h = arrays.history
+    history = history_batch(tables, h, arrays.visitorid, rows)
+    h_item, h_action = h.item[rows], h.action[rows]
+    bought = bought_in_history(h_item, h_action, config.max_bought)
+    shipped = recommender.recommend(history, h_item, h_action, bought, top_n=MAP_K)
+    served, _ = fill_from_fallback(shipped.item_idx, fallback.astype(np.int32), bought, MAP_K)
+    popular = cases["popular"]
+    newest_bought = bought_in_history(h_item, h_action, h_item.shape[1])
+    lists = {
+        "shipped": served,
+        "two_tower": retriever(history).item_idx,
+        "repurchase_popular": append_popular(distinct_first(newest_bought), popular, MAP_K),
+        "popularity": append_popular(np.zeros((len(rows), 0), np.int64), popular, MAP_K),
+    }
+    return [{"model": name, "section": "week", "metric": "map", "k": MAP_K,
+             "value": float(average_precision(top, truth).mean())} for name, top in lists.items()]
+
+
+def purchases_only(tables: SequenceTables, split: str) -> bool:
+    """True when every step of the split is a transaction (H&M-style data)."""
+    window = tables.split(split).window
+    actions = window.action[window.item > 0]
+    return bool(len(actions)) and bool((actions == TRANSACTION).all())
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitServing:
     """The serving path as it stood before a split began: indexes and popularity fitted on the
@@ -134,7 +250,7 @@ def split_serving(tables: SequenceTables, profile, retrieval_params, ranking_par
 
 def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_params, split: str, *,
                    action_weights=DEFAULT_ACTION_WEIGHTS, seed: int = 0, max_cases: int = MAX_CASES,
-                   serving: ServingConfig | None = None) -> list[dict]:
+                   serving: ServingConfig | None = None, week_map: bool | None = None) -> list[dict]:
     """Every next-event, window and ranking metric of one split (rows as dicts)."""
     cases = next_event_cases(tables, split)
     if split == "val":  # the ranker trained on the other validation customers
@@ -164,6 +280,10 @@ def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_pa
         results += list_rows("two_tower", section, retriever(history).item_idx, part)
         for name, top in baseline_lists(tables, part, cooc, sessions, popularity, corpus).items():
             results += list_rows(name, section, top, part)
+    if week_map or (week_map is None and purchases_only(tables, split)):
+        results += week_rows(tables, recommender, Retriever.over_corpus(
+            make_retrieval_model(profile.model), retrieval_params, tables, corpus, k=MAP_K), config, fallback, split,
+            max_cases, seed)
     # The earlier window metric: each window's first step over the whole corpus.
     arrays = tables.split(split)
     rows = np.arange(min(len(arrays), max_cases))
@@ -193,9 +313,10 @@ def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_pa
 
 def evaluate_all(warehouse_dir: str | Path, checkpoint_dir: str | Path, profile: str = "cpu",
                  splits: tuple[str, ...] = ("val", "test"), seed: int = 0, max_cases: int = MAX_CASES,
-                 action_weights=DEFAULT_ACTION_WEIGHTS) -> list[dict]:
+                 action_weights=DEFAULT_ACTION_WEIGHTS, week_map: bool | None = None) -> list[dict]:
     """Every metric of the models and baselines on each split (rows as dicts). Each row's
-    `model_version` names the checkpoints measured (`<retrieval version>+<ranking version>`)."""
+    `model_version` names the checkpoints measured (`<retrieval version>+<ranking version>`).
+    week_map: add the `week` section's MAP@12 (None: when the data holds purchases only)."""
     prof = get_profile(profile)
     tables = load_tables(warehouse_dir, prof)
     retrieval_dir, ranking_dir = checkpoint_path(checkpoint_dir, "retrieval"), checkpoint_path(checkpoint_dir, "ranking")
@@ -206,7 +327,7 @@ def evaluate_all(warehouse_dir: str | Path, checkpoint_dir: str | Path, profile:
     rows: list[dict] = []
     for split in splits:
         rows += evaluate_split(tables, prof, retrieval_params, ranking_params, split, seed=seed,
-                               max_cases=max_cases, action_weights=action_weights)
+                               max_cases=max_cases, action_weights=action_weights, week_map=week_map)
     for r in rows:
         r["model_version"] = version
     return rows

@@ -45,7 +45,7 @@ Errors print one line (exit 2 for bad input, 1 otherwise); --debug adds the trac
 # option's dest is a parameter name of that function: its default lives in the signature alone
 # (options default to "not given"; `--help` shows the signature's default).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("recs.generate:generate", "generate"),
+    "generate": ("recs.generators:generate_data", "generate"),
     "ingest": ("flows.ingest:ingest", "ingest"),
     "build": ("flows.build_sequences:build_sequences", "build_sequences"),
     "train-retrieval": ("flows.train_retrieval:train_retrieval", "train_retrieval"),
@@ -176,19 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
         _common_options(p, top_level=False)
         return p
 
-    p = add("generate", help="write Retail Rocket-format CSVs with learnable structure",
-            description="Deterministic generator of events.csv, item_properties_part1/2.csv and category_tree.csv in the Kaggle formats.")
+    p = add("generate", help="write Retail Rocket- (or H&M-) format CSVs with learnable structure",
+            description="Deterministic generator of events.csv, item_properties_part1/2.csv and category_tree.csv in the Kaggle formats (--format hm: transactions_train.csv, articles.csv, customers.csv).")
     p.add_argument("--out", default=S, help="output directory (required)")
     p.add_argument("--scale", choices=["tiny", "small", "full"], default=S, help="tiny (tests), small (~150K events), full (Retail Rocket size)")
     p.add_argument("--seed", type=int, default=S, help="random seed")
+    p.add_argument("--format", dest="data_format", choices=["retailrocket", "hm"], default=S,
+                   help="retailrocket (events.csv, ...) or hm (H&M: transactions_train.csv, articles.csv, customers.csv)")
 
     p = add("ingest", help="load the CSVs into the DuckDB warehouse",
             description="Load events.csv (required), item_properties_part1/2.csv and category_tree.csv (optional, plain or .gz) into warehouse/recs.duckdb. Bad rows go to quarantine_events with a reason.")
     p.add_argument("--data", dest="data_dir", default=S, help="directory holding the Retail Rocket CSVs (required)")
     _add_warehouse(p)
     p.add_argument("--plausible-window-days", type=int, default=S, metavar="DAYS",
-                   help="quarantine events further than this from the median timestamp")
+                   help="quarantine events further than this from the median timestamp (default: 365, H&M 1,100)")
     _add_quarantine(p)
+    p.add_argument("--format", dest="data_format", choices=["retailrocket", "hm"], default=S,
+                   help="the files' format (default: by name: transactions_train.csv is H&M, events.csv Retail Rocket)")
 
     p = add("build", help="build parquet sequence tables from the warehouse",
             description="Filter customers/items, turn events into steps (one per event unless --collapse-repeats), split in time, and write warehouse/sequences/{train,val,test,serving}/ parquet.")
@@ -248,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", help="the whole pipeline, end to end, as one Prefect flow",
             description="ingest, build, train retrieval, train ranking, evaluate, refit, score. Without --data, generates the embedded default (small) first. Reads the [run] section of the config file.")
-    p.add_argument("--data", dest="data_dir", default=S, help="Retail Rocket CSV directory (default: generate the embedded default)")
+    p.add_argument("--data", dest="data_dir", default=S, help="Retail Rocket or H&M CSV directory, recognised by file name (default: generate the embedded default)")
     _add_warehouse(p)
     _add_checkpoints(p)
     _add_profile(p)
@@ -471,7 +475,7 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
     if data_dir:
         from recs.ingest import locate_inputs
 
-        locate_inputs(Path(data_dir))  # FileNotFoundError naming events.csv
+        locate_inputs(Path(data_dir), p.get("data_format") if cmd == "ingest" else None)  # FileNotFoundError naming events.csv
     for source in (p if cmd in ("ingest", "run") else {}, ingest or {}):
         _require_share("--max-quarantine-share", source.get("max_quarantine_share"))
         _require_positive("--plausible-window-days", source.get("plausible_window_days"))

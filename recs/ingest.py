@@ -1,5 +1,7 @@
 """Ingest: Retail Rocket CSVs -> warehouse tables (events, quarantine_events, categories,
-item_snapshots, items, item_prices; ingest_runs is created here and appended by flows/ingest.py).
+item_snapshots, items, item_prices, the id mappings customer_keys / item_keys; ingest_runs is
+created here and appended by flows/ingest.py). H&M-format directories (transactions_train.csv)
+go through recs/ingest_hm.py onto the same tables: `detect_format` tells them apart by file name.
 
 events.csv is streamed in blocks of whole lines. While the file is plainly clean (the usual
 case: nothing but digits, separators, line ends and event names, five fields a line, ids that
@@ -76,13 +78,18 @@ WORKING_TABLES = (
     "int_item_states",
 )
 # The tables ingest_dir replaces (ingest_runs is only ever appended to).
-WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items", "item_prices")
+WAREHOUSE_TABLES = ("events", "quarantine_events", "categories", "item_snapshots", "items", "item_prices",
+                    "customer_keys", "item_keys")
+FORMATS = ("retailrocket", "hm")
+# The plausibility window (days around the median timestamp) when none is given, per format.
+DEFAULT_PLAUSIBLE_WINDOW_DAYS = 365
 # The ingest flow (and `recs ingest --max-quarantine-share`) fails when more of events.csv's
 # rows than this are quarantined: a file that bad is more likely a wrong export than dirty data.
 DEFAULT_MAX_QUARANTINE_SHARE = 0.05
 
 
-def check_quarantine_share(counts: dict[str, Any], max_share: float | None, data_dir: Path) -> None:
+def check_quarantine_share(counts: dict[str, Any], max_share: float | None, data_dir: Path,
+                           file_name: str = "events.csv") -> None:
     """ValueError (one line: share, top reasons, what to do) when the quarantined share of the
     rows read exceeds `max_share` (None: no limit)."""
     if max_share is None or not counts["rows_read"]:
@@ -92,7 +99,7 @@ def check_quarantine_share(counts: dict[str, Any], max_share: float | None, data
         return
     reasons = sorted(((n, r) for r, n in counts["quarantine_by_reason"].items() if n), reverse=True)[:3]
     raise ValueError(
-        f"{data_dir}: {counts['rows_quarantined']:,} of {counts['rows_read']:,} rows of events.csv "
+        f"{data_dir}: {counts['rows_quarantined']:,} of {counts['rows_read']:,} rows of {file_name} "
         f"({share:.1%}) would be quarantined, above the limit of {max_share:.1%} "
         f"(mostly {', '.join(f'{r} {n:,}' for n, r in reasons)}); nothing was loaded and the previous "
         f"tables are kept. Fix the export, or re-run with --max-quarantine-share {min(1.0, share + 0.005):.3f} "
@@ -317,14 +324,40 @@ def check_header(path: Path, header: str, expected: str) -> None:
         raise ValueError(f"{path}: not a Retail Rocket file: header is {shown!r}, expected {expected!r}")
 
 
-def locate_inputs(data_dir: Path) -> dict[str, Any]:
-    """Paths of events (required), item properties and the category tree (optional)."""
+def detect_format(data_dir: Path, data_format: str | None = None) -> str:
+    """"retailrocket" or "hm": `data_format` when given, else by the files' names
+    (transactions_train.csv: H&M; otherwise Retail Rocket). ValueError when both are present."""
+    from recs.ingest_hm import TRANSACTIONS_STEM
+
+    if data_format is not None:
+        if data_format not in FORMATS:
+            raise ValueError(f"unknown data format {data_format!r}: choose one of {', '.join(FORMATS)}")
+        return data_format
+    data_dir = Path(data_dir)
+    hm = find_input(data_dir, TRANSACTIONS_STEM) is not None
+    if hm and find_input(data_dir, "events") is not None:
+        raise ValueError(f"{data_dir} holds both events.csv (Retail Rocket) and transactions_train.csv (H&M): "
+                         "pass --format retailrocket or --format hm")
+    return "hm" if hm else "retailrocket"
+
+
+def locate_inputs(data_dir: Path, data_format: str | None = None) -> dict[str, Any]:
+    """Paths of the input files of the directory's format (detect_format), and "format".
+    Retail Rocket: events (required), item properties and the category tree (optional); H&M:
+    recs.ingest_hm.locate_hm_inputs (its transactions under the key "events")."""
+    data_dir = Path(data_dir)
+    fmt = detect_format(data_dir, data_format)
+    if fmt == "hm":
+        from recs.ingest_hm import locate_hm_inputs
+
+        return {**locate_hm_inputs(data_dir), "format": fmt}
     events = find_input(data_dir, "events")
     if events is None:
         where = data_dir if data_dir.is_dir() else f"{data_dir} (no such directory)"
         raise FileNotFoundError(f"events.csv (or events.csv.gz) not found in {where}")
     properties = [p for p in (find_input(data_dir, stem) for stem in PROPERTIES_STEMS) if p is not None]
-    return {"events": events, "item_properties": properties, "category_tree": find_input(data_dir, "category_tree")}
+    return {"events": events, "item_properties": properties, "category_tree": find_input(data_dir, "category_tree"),
+            "format": fmt}
 
 
 def load_event_lines(path: Path) -> pa.Table:
@@ -402,6 +435,15 @@ def build_tables(con: duckdb.DuckDBPyConnection, events_path: Path, plausible_wi
         run_sql(con, "intermediate/int_quarantine_events")
     finally:
         con.unregister(QUARANTINED_LINES_VIEW)
+    build_dimension_tables(con)
+    run_sql(con, "intermediate/int_customer_keys_decimal")
+    run_sql(con, "intermediate/int_item_keys_decimal")
+    return "arrow" if lines is None else "sql"
+
+
+def build_dimension_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Categories, item states, events as of them and items, from stg_events_parsed,
+    int_events_rejected, stg_item_properties and stg_category_tree (either format's)."""
     run_sql(con, "intermediate/int_item_category_snapshots")
     run_sql(con, "intermediate/int_item_available_snapshots")
     run_sql(con, "intermediate/int_categories", max_depth=MAX_CATEGORY_DEPTH)
@@ -411,7 +453,6 @@ def build_tables(con: duckdb.DuckDBPyConnection, events_path: Path, plausible_wi
     run_sql(con, "intermediate/int_items")
     run_sql(con, "intermediate/int_item_prices")
     run_sql(con, "intermediate/int_ingest_runs")
-    return "arrow" if lines is None else "sql"
 
 
 def quarantined_lines(con: duckdb.DuckDBPyConnection, events_path: Path, lines: pa.Table | None) -> pa.Table:
@@ -433,7 +474,7 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
     return con.execute(sql).fetchone()[0]
 
 
-def summarize(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def summarize(con: duckdb.DuckDBPyConnection, reasons: tuple[str, ...] = QUARANTINE_REASONS) -> dict[str, Any]:
     """Row counts of the freshly built tables (before the staging tables are dropped)."""
     by_reason = dict(con.execute("SELECT reason, count(*) FROM quarantine_events GROUP BY reason").fetchall())
     by_type = dict(con.execute("SELECT event, count(*) FROM events GROUP BY event").fetchall())
@@ -443,12 +484,13 @@ def summarize(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "rows_read": _scalar(con, "SELECT count(*) FROM stg_events_parsed"),
         "rows_loaded": rows_loaded,
         "rows_quarantined": rows_quarantined,
-        "quarantine_by_reason": {r: int(by_reason.get(r, 0)) for r in QUARANTINE_REASONS},
+        "quarantine_by_reason": {r: int(by_reason.get(r, 0)) for r in reasons},
         "events_by_type": {t: int(by_type.get(t, 0)) for t in EVENT_TYPES},
         "median_timestamp": _scalar(
             con, "SELECT quantile_disc(\"timestamp\", 0.5) FROM stg_events_parsed WHERE malformed_reason IS NULL"
         ),
         "n_visitors": _scalar(con, "SELECT count(DISTINCT visitorid) FROM events"),
+        "n_customers": _scalar(con, "SELECT count(*) FILTER (WHERE in_data) FROM customer_keys"),
         "n_items": _scalar(con, "SELECT count(*) FROM items"),
         "n_categories": _scalar(con, "SELECT count(*) FROM categories"),
         "n_item_snapshots": _scalar(con, "SELECT count(*) FROM item_snapshots"),
@@ -459,9 +501,12 @@ def summarize(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     }
 
 
-def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_window_days: int = 365,
-               max_quarantine_share: float | None = None) -> dict:
-    """Load a Retail Rocket CSV directory into the warehouse open on `con` (full rebuild).
+def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_window_days: int | None = None,
+               max_quarantine_share: float | None = None, data_format: str | None = None) -> dict:
+    """Load a Retail Rocket or H&M CSV directory into the warehouse open on `con` (full rebuild).
+
+    data_format: "retailrocket" or "hm" (None: by the files' names, detect_format).
+    plausible_window_days: None = the format's default (365 days; H&M's two-year log: 1,100).
 
     Returns a report: rows_read / rows_loaded / rows_quarantined (read = loaded + quarantined),
     quarantine_by_reason, events_by_type, n_items, n_categories, ..., seconds.
@@ -473,41 +518,52 @@ def ingest_dir(con: duckdb.DuckDBPyConnection, data_dir: Path, *, plausible_wind
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     data_dir = Path(data_dir)
-    if plausible_window_days <= 0:
+    if plausible_window_days is not None and plausible_window_days <= 0:
         raise ValueError(f"plausible_window_days must be positive, got {plausible_window_days}")
     if max_quarantine_share is not None and not 0.0 <= max_quarantine_share <= 1.0:
         raise ValueError(f"max_quarantine_share must be between 0 and 1, got {max_quarantine_share}")
-    inputs = locate_inputs(data_dir)
-    check_events_header(inputs["events"])
+    inputs = locate_inputs(data_dir, data_format)
+    hm = inputs["format"] == "hm"
+    if hm:
+        from recs.ingest_hm import (HM_PLAUSIBLE_WINDOW_DAYS, HM_QUARANTINE_REASONS, HM_WORKING_TABLES,
+                                    build_hm_tables, check_hm_headers)
+
+        check_hm_headers(inputs)
+        window = plausible_window_days or HM_PLAUSIBLE_WINDOW_DAYS
+    else:
+        check_events_header(inputs["events"])
+        window = plausible_window_days or DEFAULT_PLAUSIBLE_WINDOW_DAYS
     # Nothing here relies on insertion order (every consumer orders explicitly); letting
     # DuckDB reorder saves ~10% CPU on the big CREATE TABLE AS statements.
     with duckdb_setting(con, "preserve_insertion_order", False):
         con.execute("BEGIN TRANSACTION")
         try:
             run_sql(con, "staging/stg_parse_bigint_macro")
-            stage_optional_inputs(con, inputs)
-            parse_path = build_tables(con, inputs["events"], plausible_window_days)
-            counts = summarize(con)
+            if hm:
+                parse_path = build_hm_tables(con, inputs, window)
+            else:
+                stage_optional_inputs(con, inputs)
+                parse_path = build_tables(con, inputs["events"], window)
+            counts = summarize(con, HM_QUARANTINE_REASONS if hm else QUARANTINE_REASONS)
             if counts["rows_read"] != counts["rows_loaded"] + counts["rows_quarantined"]:
                 raise RuntimeError(f"ingest lost rows: {counts['rows_read']} read but "
                                    f"{counts['rows_loaded']} loaded + {counts['rows_quarantined']} quarantined")
-            check_quarantine_share(counts, max_quarantine_share, data_dir)  # before COMMIT: rolled back
-            for name in WORKING_TABLES:
+            check_quarantine_share(counts, max_quarantine_share, data_dir,  # before COMMIT: rolled back
+                                   inputs["events"].name.removesuffix(".gz"))
+            for name in WORKING_TABLES + (HM_WORKING_TABLES if hm else ()):
                 con.execute(f"DROP TABLE IF EXISTS {name}")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    files = {
-        "events": inputs["events"].name,
-        "item_properties": [p.name for p in inputs["item_properties"]],
-        "category_tree": inputs["category_tree"].name if inputs["category_tree"] else None,
-    }
+    files = {k: (v.name if isinstance(v, Path) else [p.name for p in v] if isinstance(v, list) else v)
+             for k, v in inputs.items() if k != "format"}
     return {
         "data_dir": str(data_dir),
+        "format": inputs["format"],
         "files": files,
         "started_at": started_at.isoformat(),
-        "plausible_window_days": plausible_window_days,
+        "plausible_window_days": window,
         "max_quarantine_share": max_quarantine_share,
         "parse_path": parse_path,
         **counts,

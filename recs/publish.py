@@ -84,6 +84,8 @@ def ensure_recommendation_tables(con: duckdb.DuckDBPyConnection) -> None:
     run_sql(con, "marts/recommendation_runs")
     for name, sql_type in GUARD_COLUMNS.items():  # warehouses made before the guard existed
         con.execute(f"ALTER TABLE recommendation_runs ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+    run_sql(con, "marts/customer_keys_init")  # the view maps ids back to the source's keys
+    run_sql(con, "marts/item_keys_init")
     con.execute((Path(__file__).resolve().parents[1] / "sql" / "marts" / "latest_recommendations.sql").read_text())
 
 

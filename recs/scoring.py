@@ -134,6 +134,21 @@ class Scorer:
     model_version: str
     source_names: np.ndarray  # object [17]: source_labels()
 
+    def fallback_rows(self, visitorid: np.ndarray, run_id: str, generated_at: datetime) -> pa.Table:
+        """The popularity fallback list (source 'popularity', no scores) for each of `visitorid`."""
+        top_n = min(self.config.top_n, len(self.fallback))
+        n = len(visitorid)
+        return pa.table({
+            "run_id": pa.array(np.full(n * top_n, run_id, dtype=object), pa.string()),
+            "customer_id": np.repeat(np.asarray(visitorid, np.int64), top_n),
+            "rank": np.tile(np.arange(1, top_n + 1, dtype=np.int32), n),
+            "item_id": np.tile(self.tables.item_ids[self.fallback[:top_n]].astype(np.int64), n),
+            **{c: pa.nulls(n * top_n, pa.float64()) for c in ("score", "p_transaction", "p_addtocart", "p_view")},
+            "source": pa.array(np.full(n * top_n, self.source_names[-1], dtype=object), pa.string()),
+            "model_version": pa.array(np.full(n * top_n, self.model_version, dtype=object), pa.string()),
+            "generated_at": pa.array(np.full(n * top_n, np.datetime64(generated_at, "us"))),
+        })
+
     def score_chunk(self, chunk, run_id: str, generated_at: datetime) -> tuple[pa.Table, int]:
         """Recommendation rows of one `ServingChunk` (RECOMMENDATION_SCHEMA columns) and the
         number of its customers without usable history (all on the fallback)."""
@@ -166,6 +181,21 @@ class Scorer:
             "generated_at": pa.array(np.full(len(rows), np.datetime64(generated_at, "us"))),
         })
         return table, int((~has_history).sum())
+
+
+def listed_without_events(warehouse_dir: str | Path, tables) -> np.ndarray:
+    """visitorid of the customers the current data lists (customer_keys.in_data) that have no
+    row in the sequence tables' customers (no clean event), ascending; empty without customer_keys."""
+    con = connect_with_retry(warehouse_dir, read_only=True)
+    try:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'customer_keys'"
+                           ).fetchone()[0]:
+            return np.zeros(0, np.int64)
+        listed = con.execute("SELECT visitorid FROM customer_keys WHERE in_data ORDER BY visitorid").fetchnumpy()
+    finally:
+        con.close()
+    listed = np.asarray(listed["visitorid"], np.int64)
+    return listed[~np.isin(listed, tables.customer_visitorid)]
 
 
 def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | Path = "checkpoints", *,
@@ -236,6 +266,7 @@ def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
         bar = tqdm(total=int(scorer.tables.meta.get("n_serving", 0)) or None, desc="score", unit="customer",
                    mininterval=1.0)
     n_customers = n_fallback = n_rows = 0
+    shard = -1
     for shard, chunk in enumerate(serving_histories(scorer.tables, chunk_rows=chunk_rows)):
         table, chunk_fallback = scorer.score_chunk(chunk, run_id, generated_at)
         write_shard(table, warehouse_dir, run_id, shard)
@@ -247,6 +278,14 @@ def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
             bar.update(n)
     if bar is not None:
         bar.close()
+    # Customers the data lists without any event (H&M's customers.csv): the popularity fallback.
+    listed = listed_without_events(warehouse_dir, scorer.tables)
+    if len(listed):
+        table = scorer.fallback_rows(listed, run_id, generated_at)
+        write_shard(table, warehouse_dir, run_id, shard + 1)
+        n_customers += len(listed)
+        n_fallback += len(listed)
+        n_rows += table.num_rows
     duration = time.perf_counter() - started
     summary = {"run_id": run_id, "generated_at": generated_at, "model_version": scorer.model_version,
                "n_customers": n_customers, "share_fallback": n_fallback / max(n_customers, 1),

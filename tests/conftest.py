@@ -31,7 +31,8 @@ def prefect_harness():
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # RECS_TEST_PREFECT_STARTUP_S: more time for the test server to start on a crowded machine.
+    with prefect_test_harness(server_startup_timeout=int(os.environ.get("RECS_TEST_PREFECT_STARTUP_S", "60"))):
         # Prefect's console handler keeps the stderr it first sees: set logging up now, on the
         # session's stream, not inside a test whose capsys stream is closed when it ends.
         ensure_logging_setup()

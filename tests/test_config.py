@@ -89,7 +89,7 @@ def test_build_with_data_takes_the_ingest_section(tmp_path):
     config = write(tmp_path, "[ingest]\nmax_quarantine_share = 0.2\nplausible_window_days = 30\n")
     out = prepared(["--config", config, "build", "--data", "d", "--warehouse", "wh"])
     assert out["ingest"] == {"data_dir": "d", "warehouse_dir": "wh", "plausible_window_days": 30,
-                             "max_quarantine_share": 0.2}
+                             "max_quarantine_share": 0.2, "data_format": None}
     out = prepared(["--config", config, "build", "--data", "d", "--max-quarantine-share", "0.5"])
     assert out["ingest"]["max_quarantine_share"] == 0.5
     assert prepared(["--config", config, "build"])["ingest"] is None

@@ -509,3 +509,244 @@ def test_quarantine_limit_through_the_cli(prefect_harness, tmp_path, capsys):
     capsys.readouterr()
     assert query(warehouse, "SELECT count(*) FROM events") == [(4,)]
     assert query(warehouse, "SELECT count(*) FROM ingest_runs") == [(2,)]
+
+
+# ---------------------------------------------------------------------------------------------
+# H&M format (recs/ingest_hm.py): the same warehouse contract from transactions_train.csv,
+# articles.csv and customers.csv. Cases shared with Retail Rocket are parametrised over a
+# fixture directory per format.
+
+HM_FIXTURES = Path(__file__).parent / "fixtures" / "ingest_hm"
+C1, C2, C3, C4, C9 = "a1" + "0" * 62, "00" + "b2" * 31, "c3" * 32, "d4" * 32, "e9" * 32
+DAY_0901 = 1_598_918_400_000  # 2020-09-01 00:00 UTC, ms
+DAY_MS = 86_400_000
+# (physical line, reason) of every rejected line of ingest_hm/bad_rows/transactions_train.csv.
+HM_BAD_ROWS = [
+    (3, "wrong_column_count"), (4, "wrong_column_count"), (5, "wrong_column_count"),
+    (6, "bad_t_dat"), (7, "bad_t_dat"), (8, "bad_customer_id"), (9, "bad_article_id"),
+    (10, "bad_price"), (11, "bad_price"), (12, "bad_sales_channel_id"), (13, "timestamp_out_of_range"),
+]
+# One clean fixture per format, and the table of its events that re-ingesting must reproduce.
+CLEAN = {"retailrocket": FIXTURES / "asof", "hm": HM_FIXTURES / "clean"}
+BAD = {"retailrocket": FIXTURES / "bad_rows", "hm": HM_FIXTURES / "bad_rows"}
+
+
+@pytest.fixture(scope="module")
+def hm_clean(tmp_path_factory) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    con, report = ingest_fresh(tmp_path_factory.mktemp("hm_clean"), HM_FIXTURES / "clean")
+    yield con, report
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def hm_bad_rows(tmp_path_factory) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    con, report = ingest_fresh(tmp_path_factory.mktemp("hm_bad"), HM_FIXTURES / "bad_rows")
+    yield con, report
+    con.close()
+
+
+def test_hm_rows_become_transactions_with_stable_ids_and_file_order_within_a_day(hm_clean):
+    con, report = hm_clean
+    assert report["format"] == "hm" and report["files"] == {
+        "events": "transactions_train.csv", "articles": "articles.csv", "customers": "customers.csv"}
+    assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (7, 7, 0)
+    # Ids: customers.csv's order first (C4 never buys), then customers only the transactions name.
+    assert rows(con, "SELECT visitorid, customer_key, in_data FROM customer_keys ORDER BY 1") == [
+        (1, C1, True), (2, C2, True), (3, C3, True), (4, C4, True), (5, C9, True)]
+    # Articles: articles.csv's order, then the one only the transactions name; leading zeros kept.
+    assert rows(con, "SELECT itemid, item_key, author FROM item_keys ORDER BY 1") == [
+        (1, "0108775015", "0108775"), (2, "0108775044", "0108775"), (3, "0706016001", "0706016"),
+        (4, "0706016002", "0706016"), (5, "0111111001", "0111111"), (6, "0999999001", None)]
+    # Every row a transaction; the two identical rows are two units (two events); within a day
+    # the file's order, one ms apart from the day's first line; one basket per customer, day, channel.
+    got = rows(con, 'SELECT "timestamp" - 1598918400000, visitorid, event, itemid FROM events ORDER BY 1, 2')
+    assert got == [(0, 1, "transaction", 1), (1, 1, "transaction", 1), (2, 2, "transaction", 2),
+                   (3, 1, "transaction", 3), (DAY_MS, 3, "transaction", 4), (2 * DAY_MS, 2, "transaction", 1),
+                   (2 * DAY_MS + 1, 5, "transaction", 6)]
+    baskets = rows(con, 'SELECT count(DISTINCT transactionid) FROM events WHERE visitorid = 1')
+    assert baskets == [(1,)] and rows(con, "SELECT min(transactionid) > 0 FROM events") == [(True,)]
+
+
+def test_hm_category_tree_is_index_group_section_product_type(hm_clean):
+    con, _ = hm_clean
+    # 0108775015: index group 1 (Ladieswear) -> section 16 -> product type 253.
+    assert rows(con, "SELECT categoryid, root_categoryid FROM items WHERE itemid = 1") == [(1_016 * 10_000 + 254, 1)]
+    assert rows(con, "SELECT categoryid, parentid, root_categoryid, depth FROM categories "
+                     "WHERE categoryid IN (1, 1016, 10160254) ORDER BY 1") == [
+        (1, None, 1, 0), (1016, 1, 1, 1), (10_160_254, 1016, 1, 2)]
+    assert rows(con, "SELECT DISTINCT root_categoryid FROM events WHERE itemid IN (3, 4)") == [(2,)]
+    # Not in articles.csv: unknown category, as for Retail Rocket items without properties.
+    assert rows(con, "SELECT categoryid, root_categoryid FROM items WHERE itemid = 6") == [(0, 0)]
+
+
+def test_hm_price_is_an_item_property(hm_clean):
+    con, _ = hm_clean
+    # 0108775015 sold at 0.0508 on 09-01 and 0.0423 on 09-03: its latest price.
+    assert dict(rows(con, "SELECT item_key, price FROM item_keys")) == {
+        "0108775015": 0.0423, "0108775044": 0.0508, "0706016001": 0.0338, "0706016002": 0.0338,
+        "0111111001": None, "0999999001": 0.01}
+    # The same records in item_prices, as Retail Rocket's price property: latest, min, max, count.
+    assert rows(con, "SELECT itemid, price, min_price, max_price, n_records FROM item_prices WHERE itemid = 1") == [
+        (1, 0.0423, 0.0423, 0.0508, 3)]
+
+
+@pytest.mark.parametrize("reason", sorted({r for _, r in HM_BAD_ROWS}))
+def test_each_bad_hm_row_class_is_quarantined_with_its_line(hm_bad_rows, reason):
+    con, _ = hm_bad_rows
+    lines = (HM_FIXTURES / "bad_rows" / "transactions_train.csv").read_text().split("\n")
+    expected = [(line, lines[line - 1]) for line, r in HM_BAD_ROWS if r == reason]
+    got = rows(con, f"SELECT line_number, raw_line FROM quarantine_events WHERE reason = '{reason}' ORDER BY 1")
+    assert got == expected
+
+
+def test_hm_bad_rows_counts_add_up_and_repeated_rows_are_units(hm_bad_rows):
+    from recs.ingest_hm import HM_QUARANTINE_REASONS
+
+    con, report = hm_bad_rows
+    assert (report["rows_read"], report["rows_loaded"], report["rows_quarantined"]) == (14, 3, 11)
+    assert set(report["quarantine_by_reason"]) == set(HM_QUARANTINE_REASONS)
+    assert {r: n for r, n in report["quarantine_by_reason"].items() if n} == {
+        "wrong_column_count": 3, "bad_t_dat": 2, "bad_customer_id": 1, "bad_article_id": 1, "bad_price": 2,
+        "bad_sales_channel_id": 1, "timestamp_out_of_range": 1}
+    # Lines 2 and 14 are the same purchase twice: two units, both loaded, 12 lines apart in time.
+    assert rows(con, 'SELECT "timestamp" - 1598918400000, visitorid, itemid FROM events ORDER BY 1') == [
+        (0, 1, 1), (12, 1, 1), (DAY_MS, 2, 2)]
+    # The quarantine keeps what parses: the customer of the bad price row, nothing of a short row.
+    assert rows(con, 'SELECT visitorid, itemid FROM quarantine_events WHERE line_number = 10') == [(1, 1)]
+    assert rows(con, 'SELECT "timestamp", visitorid FROM quarantine_events WHERE line_number = 3') == [(None, None)]
+
+
+@pytest.mark.parametrize("fmt", ["retailrocket", "hm"])
+def test_ingesting_twice_gives_identical_tables_for_each_format(tmp_path, fmt):
+    con, first_report = ingest_fresh(tmp_path, CLEAN[fmt])
+    first = tables(con)
+    second_report = ingest_dir(con, CLEAN[fmt])
+    assert tables(con) == first
+    assert second_report["rows_loaded"] == first_report["rows_loaded"] > 0
+    con.close()
+
+
+@pytest.mark.parametrize("fmt", ["retailrocket", "hm"])
+def test_gzip_and_crlf_give_the_same_tables_for_each_format(tmp_path, fmt):
+    con, _ = ingest_fresh(tmp_path / "plain", CLEAN[fmt])
+    gz_dir = tmp_path / "gz"
+    gz_dir.mkdir()
+    for path in CLEAN[fmt].iterdir():
+        (gz_dir / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes().replace(b"\n", b"\r\n")))
+    gz_con, report = ingest_fresh(tmp_path / "warehouse", gz_dir)
+    assert report["files"]["events"].endswith(".csv.gz")
+    assert tables(gz_con) == tables(con)
+    gz_con.close()
+    con.close()
+
+
+@pytest.mark.parametrize("fmt", ["retailrocket", "hm"])
+def test_too_much_quarantine_fails_and_keeps_previous_tables_for_each_format(tmp_path, fmt):
+    con, _ = ingest_fresh(tmp_path / "warehouse", CLEAN[fmt])
+    before = tables(con)
+    with pytest.raises(ValueError, match="would be quarantined") as excinfo:
+        ingest_dir(con, BAD[fmt], max_quarantine_share=0.05)
+    assert ("transactions_train.csv" if fmt == "hm" else "events.csv") in str(excinfo.value)
+    assert tables(con) == before
+    report = ingest_dir(con, BAD[fmt], max_quarantine_share=1.0)
+    assert report["rows_quarantined"] > 0 and tables(con) != before
+    con.close()
+
+
+@pytest.mark.parametrize(("fmt", "file_name", "content"), [
+    ("retailrocket", "events.csv", b"time,visitor,event,item\n1,2,view,3\n"),
+    ("hm", "transactions_train.csv", b"t_dat,customer_id,article_id,price\n2020-09-01,a,1,0.1\n"),
+    ("hm", "transactions_train.csv.gz", b"this is not gzip data"),
+    ("hm", "articles.csv", b"article_id,prod_name\n0108775015,x\n"),
+    ("hm", "customers.csv", b"id,age\n1,2\n"),
+])
+def test_garbled_file_fails_naming_it_for_each_format(tmp_path, fmt, file_name, content):
+    con, _ = ingest_fresh(tmp_path / "warehouse", CLEAN[fmt])
+    before = tables(con)
+    data = tmp_path / "data"
+    shutil.copytree(CLEAN[fmt], data)
+    if file_name.endswith(".gz"):
+        (data / file_name.removesuffix(".gz")).unlink()
+    (data / file_name).write_bytes(content)
+    with pytest.raises(ValueError, match=file_name.replace(".", r"\.")):
+        ingest_dir(con, data)
+    assert tables(con) == before
+    con.close()
+
+
+def test_hm_ids_stay_stable_when_rows_and_customers_are_added(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(HM_FIXTURES / "clean", data)
+    con, _ = ingest_fresh(tmp_path / "warehouse", data)
+    before = rows(con, "SELECT * FROM customer_keys ORDER BY 1")
+    items_before = rows(con, "SELECT itemid, item_key FROM item_keys ORDER BY 1")
+    new = "f0" * 32
+    # A new customer listed first in customers.csv, and a new day of rows.
+    customers = (data / "customers.csv").read_text().split("\n", 1)
+    (data / "customers.csv").write_text(f"{customers[0]}\n{new},,,ACTIVE,NONE,30,{'f' * 64}\n{customers[1]}")
+    with open(data / "transactions_train.csv", "a") as fh:
+        fh.write(f"2020-09-04,{new},0111111001,0.02,2\n2020-09-04,{C1},0888888001,0.02,2\n")
+    report = ingest_dir(con, data)
+    assert report["rows_loaded"] == 9
+    assert rows(con, "SELECT * FROM customer_keys ORDER BY 1") == before + [(6, new, True)]
+    assert rows(con, "SELECT itemid, item_key FROM item_keys ORDER BY 1") == items_before + [(7, "0888888001")]
+    con.close()
+
+
+def test_format_is_recognised_by_file_name_and_can_be_forced(tmp_path):
+    from recs.ingest import detect_format
+
+    assert detect_format(HM_FIXTURES / "clean") == "hm"
+    assert detect_format(FIXTURES / "asof") == "retailrocket"
+    both = tmp_path / "both"
+    shutil.copytree(FIXTURES / "asof", both)
+    shutil.copy(HM_FIXTURES / "clean" / "transactions_train.csv", both)
+    with pytest.raises(ValueError, match="--format"):
+        detect_format(both)
+    con, report = ingest_fresh(tmp_path / "warehouse", both, data_format="retailrocket")
+    assert report["format"] == "retailrocket" and report["rows_loaded"] == 9
+    report = ingest_dir(con, both, data_format="hm")
+    assert report["format"] == "hm" and report["rows_loaded"] == 7
+    con.close()
+
+
+def test_retailrocket_keys_are_the_decimal_ids(asof):
+    con, _ = asof
+    assert rows(con, "SELECT count(*) FROM customer_keys WHERE customer_key <> visitorid::VARCHAR") == [(0,)]
+    assert rows(con, "SELECT count(*) FROM item_keys WHERE item_key <> itemid::VARCHAR") == [(0,)]
+    assert rows(con, "SELECT count(*) FROM customer_keys") == rows(con, "SELECT count(DISTINCT visitorid) FROM events")
+    assert rows(con, "SELECT count(*) FROM item_keys") == rows(con, "SELECT count(*) FROM items")
+
+
+@pytest.mark.parametrize("source", ["hm_bad_rows", "hm_clean", "hm_generated_tiny"])
+def test_every_hm_data_line_is_loaded_or_quarantined(tmp_path, source):
+    if source == "hm_generated_tiny":
+        from recs.generate_hm import generate_hm
+
+        data = tmp_path / "data"
+        generate_hm(data, scale="tiny", seed=3)
+    else:
+        data = HM_FIXTURES / source.removeprefix("hm_")
+    expected = file_data_lines(data / "transactions_train.csv")
+    con, report = ingest_fresh(tmp_path / "warehouse", data)
+    [(loaded,)] = rows(con, "SELECT count(*) FROM events")
+    [(quarantined,)] = rows(con, "SELECT count(*) FROM quarantine_events")
+    con.close()
+    assert loaded + quarantined == expected == report["rows_read"], (loaded, quarantined, expected)
+
+
+def test_hm_blocks_with_a_bad_line_are_split_line_by_line(tmp_path, monkeypatch):
+    """Streamed in tiny blocks, a dirty block (split by Arrow compute) beside clean ones (Arrow's
+    CSV reader) gives the tables of one block."""
+    import recs.ingest_hm as ingest_hm
+
+    data = tmp_path / "data"
+    shutil.copytree(HM_FIXTURES / "bad_rows", data)
+    con, _ = ingest_fresh(tmp_path / "one_block", data)
+    whole = tables(con)
+    con.close()
+    monkeypatch.setattr(ingest_hm, "HM_BLOCK_BYTES", 150)
+    monkeypatch.setattr(ingest_hm.HmRows.__init__, "__defaults__", (150,))
+    con, _ = ingest_fresh(tmp_path / "blocks", data)
+    assert tables(con) == whole
+    con.close()

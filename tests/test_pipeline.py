@@ -59,6 +59,9 @@ def test_recs_run_on_events_only_scores_every_customer(prefect_harness, tiny_war
             SELECT customer_id, count(*), count(DISTINCT item_id), min(rank), max(rank)
             FROM latest_recommendations GROUP BY customer_id""").fetchall()
         [(n_visitors,)] = con.execute("SELECT count(DISTINCT visitorid) FROM events").fetchall()
+        # The source's ids as written: for Retail Rocket the decimal ids.
+        [(bad_keys,)] = con.execute("SELECT count(*) FROM latest_recommendations WHERE customer_key <> "
+                                    "customer_id::VARCHAR OR item_key <> item_id::VARCHAR OR item_key IS NULL").fetchall()
         [(n_metrics,)] = con.execute("SELECT count(*) FROM eval_metrics WHERE run_id = ?",
                                      [result["evaluation"]["run_id"]]).fetchall()
         [(n_compared,)] = con.execute("SELECT count(*) FROM comparison_metrics WHERE run_id = ? AND "
@@ -70,3 +73,4 @@ def test_recs_run_on_events_only_scores_every_customer(prefect_harness, tiny_war
     assert all(tuple(stats) == (TOP_N, TOP_N, 1, TOP_N) for _, *stats in per_customer)
     assert result["scoring"]["n_customers"] == len(visitors)
     assert n_metrics > 0 and n_compared > 0
+    assert bad_keys == 0
