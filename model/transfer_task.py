@@ -80,6 +80,16 @@ def profile_name(profile: Profile) -> str:
     return next((name for name, p in PROFILES.items() if json.loads(json.dumps(p.to_dict())) == as_stored), "custom")
 
 
+def fit_batches_to_data(profile: Profile, train_rows: int) -> Profile:
+    """The profile with the retrieval batch capped at the train split's rows: a new shop may have
+    fewer customers than one batch of the source's profile (the ranker caps its own batch)."""
+    if train_rows < 1:
+        raise ValueError("the new catalogue's train split is empty: ingest more events or lower --min-user-events")
+    if train_rows >= profile.retrieval.batch_size:
+        return profile
+    return dataclasses.replace(profile, retrieval=dataclasses.replace(profile.retrieval, batch_size=train_rows))
+
+
 def stage_optim(profile: Profile, model: str, stage: str, steps: int | None, learning_rate: float | None,
                 seed: int):
     """The trainer settings of one stage. Defaults: half of the profile's steps each (stage 1
@@ -136,6 +146,7 @@ def transfer_retrieval_stage(warehouse_dir: str | Path, checkpoint_dir: str | Pa
     prof = Profile.from_dict(source["retrieval"]["meta"]["profile"])
     cfg = stage_optim(prof, "retrieval", stage, steps, learning_rate, seed)
     tables = load_tables(warehouse_dir, prof)
+    prof = fit_batches_to_data(prof, len(tables.split("train")))
     task, _ = retrieval_task(tables, prof, validation_split="val", seed=seed)
     task.name = stage_variant("retrieval", stage)
     task.init_params, task.meta["transfer"] = _stage_start(checkpoint_dir, "retrieval", stage, source)

@@ -18,7 +18,8 @@ from model.retrieval import make_retrieval_model
 from model.train import OptimConfig, load_best_params, make_optimizer
 from model.transfer import id_table_mask, is_id_table, leaves_equal, split_transferable, transfer_params
 from tests.test_cli import run_main
-from tests.trained_fixtures import TINY_MIN_ITEM_EVENTS, TINY_MIN_USER_EVENTS, TinyTrained, tiny_trained  # noqa: F401
+from tests.trained_fixtures import (TINY_MIN_ITEM_EVENTS, TINY_MIN_USER_EVENTS, TinyTrained,  # noqa: F401
+                                    tiny_trained, tiny_warehouse)
 
 TINY = PROFILES["tiny"]
 WITH_CUSTOMER_IDS = dataclasses.replace(TINY.model, use_customer_id=True)
