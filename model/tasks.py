@@ -287,7 +287,8 @@ def _fit_and_summarize(task: TrainTask, cfg: OptimConfig, source, warehouse_dir:
     (a resumed run keeps its model_version), fit, summarize."""
     ckpt = checkpoint_path(checkpoint_dir, task.name, refit)
     task.meta["data_fingerprint"] = fingerprint = data_fingerprint(warehouse_dir)
-    options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings", "stage_one", "action_weights")
+    options = {k: task.meta[k] for k in ("init_from_retrieval", "freeze_embeddings", "stage_one", "action_weights",
+                                         "transfer")
                if k in task.meta}
     task.meta["settings"] = settings = {"optim": dataclasses.asdict(cfg), **options}
     if is_primary_process():  # one process removes a shared checkpoint; the others wait for it

@@ -22,6 +22,7 @@ Stages (each also a Prefect flow in flows/):
   build            filtered, temporally split parquet sequence tables
   train-retrieval  two-tower retrieval model (JAX/Haiku, Grain, Orbax)
   train-ranking    candidate-isolated ranking transformer
+  transfer         start a new catalogue's models from trained ones (keep the transformer)
   evaluate         metrics on validation and test beside the baselines
   score            top-N recommendations for every customer into the warehouse
   run              all of the above, end to end
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("flows.build_sequences:build_sequences", "build_sequences"),
     "train-retrieval": ("flows.train_retrieval:train_retrieval", "train_retrieval"),
     "train-ranking": ("flows.train_ranking:train_ranking", "train_ranking"),
+    "transfer": ("flows.transfer:transfer", "transfer"),
     "evaluate": ("flows.evaluate:evaluate", "evaluate"),
     "score": ("flows.score_all:score_all", "score_all"),
     "run": ("flows.run:run", "run"),
@@ -221,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--init-from-retrieval", action=FLAG, default=S, help="start item/customer tables from the retrieval checkpoint")
             p.add_argument("--freeze-embeddings", action=FLAG, default=S, help="with --init-from-retrieval: keep those tables frozen")
 
+    p = add("transfer", help="transfer trained models to a new catalogue",
+            description="Ingest and build the new catalogue, then for retrieval and the ranker: keep the trained transformer and every id-free part (actions, positions, recency, candidate features), make fresh hashed id tables, train them with the rest frozen (stage 1), fine-tune everything at a lower learning rate (stage 2). Checkpoints go to <checkpoints>/{retrieval,ranking}/ (stage 1: *_embeddings/), their meta names the source checkpoint and its model_version.")
+    p.add_argument("--from", dest="source_dir", default=S, metavar="CHECKPOINT_DIR",
+                   help="checkpoint directory of the trained source models (required)")
+    p.add_argument("--data", dest="data_dir", default=S, help="directory holding the new catalogue's CSVs (required)")
+    _add_warehouse(p)
+    _add_checkpoints(p)
+    _add_filters(p)
+    p.add_argument("--frozen-steps", type=int, default=S, help="stage 1 steps per model (default: half the source profile's)")
+    p.add_argument("--frozen-learning-rate", type=float, default=S, metavar="LR",
+                   help="stage 1 peak learning rate (default: the source profile's)")
+    p.add_argument("--finetune-steps", type=int, default=S, help="stage 2 steps per model (default: the other half)")
+    p.add_argument("--finetune-learning-rate", type=float, default=S, metavar="LR",
+                   help="stage 2 peak learning rate (default: a tenth of the source profile's)")
+    p.add_argument("--seed", type=int, default=S, help="random seed")
+
     p = add("evaluate", help="evaluate models and baselines on validation and test",
             description="Next-event Recall/MRR/NDCG@K and Purchase Rate@10 of the shipped lists, each model and the baselines, ranking AUC per action; on validation and test. Writes eval_metrics and <checkpoints>/evaluation.png.")
     _add_warehouse(p)
@@ -336,7 +354,7 @@ def _print_result(result) -> None:
 # saying to re-run with --debug (exit 1); with --debug, the traceback too.
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
 FLOW_COMMANDS = {"ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run", "compare",
-                 "personas"}
+                 "personas", "transfer"}
 INGEST_ONLY = {"data_dir", "plausible_window_days", "max_quarantine_share"}  # `recs build`'s ingest options
 
 
@@ -471,7 +489,7 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
     """Check what a stage needs before its flow starts: a flow that fails on bad input logs pages
     (and starting Prefect costs seconds) for what one line can say. `p`: the command's
     parameters (defaults filled in)."""
-    data_dir = p.get("data_dir") if cmd in ("ingest", "run") else (ingest or {}).get("data_dir")
+    data_dir = p.get("data_dir") if cmd in ("ingest", "run", "transfer") else (ingest or {}).get("data_dir")
     if data_dir:
         from recs.ingest import locate_inputs
 
@@ -496,6 +514,18 @@ def validate_params(cmd: str, p: dict, ingest: dict | None = None) -> None:
             raise ValueError("--freeze-embeddings needs --init-from-retrieval (frozen random tables learn nothing)")
         if cmd == "train-ranking":  # stacked on the retrieval model selected on validation
             _require_checkpoint(p["checkpoint_dir"], "retrieval", ("retrieval",))
+    elif cmd == "transfer":
+        from model.transfer_task import check_source
+
+        check_source(p["source_dir"])  # FileNotFoundError / ValueError naming --from
+        if Path(p["source_dir"]).resolve() == Path(p["checkpoint_dir"]).resolve():
+            raise ValueError(f"--checkpoints {p['checkpoint_dir']} is the --from directory: transfer would "
+                             "overwrite the source models")
+        for name in ("min_user_events", "min_item_events", "frozen_steps", "finetune_steps"):
+            _require_positive("--" + name.replace("_", "-"), p[name])
+        for name in ("frozen_learning_rate", "finetune_learning_rate"):
+            if p[name] is not None and not p[name] > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {p[name]}")
     elif cmd == "evaluate":
         _require_sequences(p["warehouse_dir"])
         for model in ("retrieval", "ranking"):

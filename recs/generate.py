@@ -155,8 +155,15 @@ class Catalogue:
         return np.minimum(g, start + self.cat_size[cat] - 1)
 
 
-def generate(out: Path, scale: str = "small", seed: int = 0) -> dict:
-    """Write the four Retail Rocket CSVs into `out` (created if missing); return summary counts."""
+def generate(out: Path, scale: str = "small", seed: int = 0, id_offset: int = 0) -> dict:
+    """Write the four Retail Rocket CSVs into `out` (created if missing); return summary counts.
+
+    id_offset shifts every item and category id: two seeds draw from the same id ranges (their
+    category ids mostly coincide), so a catalogue that shares no id with another one (a transfer
+    target, see bench/transfer.py) takes an offset beyond those ranges.
+    """
+    if id_offset < 0:
+        raise ValueError(f"id_offset must be >= 0, got {id_offset}")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}: choose one of {sorted(SCALES)}")
     started = time.perf_counter()
@@ -165,8 +172,8 @@ def generate(out: Path, scale: str = "small", seed: int = 0) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    categories = make_category_tree(rng)
-    catalogue = make_catalogue(rng, cfg, categories)
+    categories = make_category_tree(rng, id_offset)
+    catalogue = make_catalogue(rng, cfg, categories, id_offset)
     available = make_availability(rng, len(catalogue.itemid))
     events = make_events(rng, cfg, catalogue, available)
     properties = make_item_properties(rng, catalogue, available)
@@ -183,6 +190,7 @@ def generate(out: Path, scale: str = "small", seed: int = 0) -> dict:
         "out": str(out),
         "scale": scale,
         "seed": seed,
+        "id_offset": id_offset,
         "events": events.height,
         "events_by_type": {name: int(counts.get(name, 0)) for name in EVENT_NAMES},
         "transaction_ids": int(events["transactionid"].n_unique() - 1),
@@ -201,10 +209,10 @@ def generate(out: Path, scale: str = "small", seed: int = 0) -> dict:
 # Categories, catalogue, availability
 
 
-def make_category_tree(rng: np.random.Generator) -> Categories:
+def make_category_tree(rng: np.random.Generator, id_offset: int = 0) -> Categories:
     """A forest with Retail Rocket's node count per depth; parents drawn with skewed fan-out."""
     n = sum(CATEGORY_DEPTH_COUNTS)
-    ids = np.sort(rng.choice(CATEGORY_ID_RANGE, size=n, replace=False)) + 1
+    ids = np.sort(rng.choice(CATEGORY_ID_RANGE, size=n, replace=False)) + 1 + id_offset
     ids = ids[rng.permutation(n)]  # depth must not follow id order
     parent = np.full(n, -1, dtype=np.int64)
     start = 0
@@ -220,7 +228,7 @@ def make_category_tree(rng: np.random.Generator) -> Categories:
     return Categories(categoryid=ids, parent=parent)
 
 
-def make_catalogue(rng: np.random.Generator, cfg: Scale, categories: Categories) -> Catalogue:
+def make_catalogue(rng: np.random.Generator, cfg: Scale, categories: Categories, id_offset: int = 0) -> Catalogue:
     """Assign `n_items` items to leaf categories with Zipf-like sizes and within-category popularity."""
     leaves = categories.leaves()
     n_cats = len(leaves) if cfg.n_item_categories == 0 else min(cfg.n_item_categories, len(leaves))
@@ -237,7 +245,7 @@ def make_catalogue(rng: np.random.Generator, cfg: Scale, categories: Categories)
     rank[order] = np.arange(cfg.n_items) - cat_start[item_cat[order]] + 1
     weight = 1.0 / rank**cfg.item_zipf * rng.lognormal(0.0, 0.3, size=cfg.n_items)
     cat_weight = np.bincount(item_cat, weights=weight) * rng.lognormal(0.0, cfg.category_spread, size=n_cats)
-    itemid = rng.choice(ITEM_ID_RANGE, size=cfg.n_items, replace=False).astype(np.int64) + 1
+    itemid = rng.choice(ITEM_ID_RANGE, size=cfg.n_items, replace=False).astype(np.int64) + 1 + id_offset
     return Catalogue(
         itemid=itemid,
         item_cat=item_cat,

@@ -14,7 +14,7 @@ import pytest
 from recs.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["generate", "ingest", "build", "train-retrieval", "train-ranking", "evaluate", "score", "run",
+SUBCOMMANDS = ["generate", "ingest", "build", "train-retrieval", "train-ranking", "transfer", "evaluate", "score", "run",
                "recommend", "personas", "deploy", "status", "compare", "ui"]
 
 
