@@ -24,7 +24,7 @@ from model.candidates import CandidateConfig
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient, cache_policy=NONE)
 def score_and_publish(warehouse_dir: str, checkpoint_dir: str, top_n: int, action_weights: list[float],
-                      retrieve_k: int, recent_k: int, exclude_unavailable: bool, exclude_bought: bool,
+                      retrieve_k: int, recent_k: int, exclude_unavailable: bool, exclude_bought: bool | None,
                       trending_days: float, keep_runs: int, cooc_k: int = CandidateConfig.cooc_k,
                       session_k: int = CandidateConfig.session_k,
                       keep_model: bool = False) -> dict:
@@ -163,7 +163,7 @@ def summary_markdown(summary: dict) -> str:
 def score_all(warehouse_dir: str = "warehouse", checkpoint_dir: str = "checkpoints", top_n: int = 20,
               action_weights: list[float] = [1.0, 0.5, 1.0], retrieve_k: int = CandidateConfig.retrieve_k,  # noqa: B006
               recent_k: int = CandidateConfig.recent_k,
-              exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
+              exclude_unavailable: bool = True, exclude_bought: bool | None = None, trending_days: float = 7.0,
               keep_runs: int = 3, cooc_k: int = CandidateConfig.cooc_k, session_k: int = CandidateConfig.session_k,
               keep_model: bool = False, shards: int = 1, dask_address: str | None = None,
               dask_workers: int | None = None) -> dict:

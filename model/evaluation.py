@@ -48,7 +48,8 @@ from model.ranking import make_ranking_model
 from model.ranking_data import build_ranking_cases
 from model.ranking_task import SELECTION_SHARE, action_aucs, fit_cooccurrence, fit_session_index, ranking_outputs
 from model.retrieval import Retriever, make_retrieval_model
-from model.serving import DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig, bought_in_history, knn_scores
+from model.serving import (DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig, bought_in_history, knn_scores,
+                           purchases_only, resolve_exclude_bought)
 from model.tasks import (checkpoint_path, checkpoint_version, combined_version, corpus_mask, get_profile, load_tables,
                          retrieval_ranks)
 from model.train import load_best_params
@@ -194,7 +195,8 @@ def week_rows(tables: SequenceTables, recommender: Recommender, retriever, confi
     h_item, h_action = h.item[rows], h.action[rows]
     bought = bought_in_history(h_item, h_action, config.max_bought)
     shipped = recommender.recommend(history, h_item, h_action, bought, top_n=MAP_K)
-    served, _ = fill_from_fallback(shipped.item_idx, fallback.astype(np.int32), bought, MAP_K)
+    served, _ = fill_from_fallback(shipped.item_idx, fallback.astype(np.int32),
+                                   bought if config.exclude_bought else np.zeros_like(bought), MAP_K)
     popular = cases["popular"]
     newest_bought = bought_in_history(h_item, h_action, h_item.shape[1])
     lists = {
@@ -206,12 +208,6 @@ def week_rows(tables: SequenceTables, recommender: Recommender, retriever, confi
     return [{"model": name, "section": "week", "metric": "map", "k": MAP_K,
              "value": float(average_precision(top, truth).mean())} for name, top in lists.items()]
 
-
-def purchases_only(tables: SequenceTables, split: str) -> bool:
-    """True when every step of the split is a transaction (H&M-style data)."""
-    window = tables.split(split).window
-    actions = window.action[window.item > 0]
-    return bool(len(actions)) and bool((actions == TRANSACTION).all())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +236,8 @@ def split_serving(tables: SequenceTables, profile, retrieval_params, ranking_par
     for s in fit_splits:
         arrays = tables.split(s)
         counts += np.bincount(arrays.window.item[arrays.window.item > 0], minlength=tables.num_items + 1)
-    config = serving or ServingConfig(top_n=LIST_LEN, action_weights=tuple(action_weights))
+    config = serving or ServingConfig(top_n=LIST_LEN, action_weights=tuple(action_weights),
+                                      exclude_bought=resolve_exclude_bought(None, tables))
     config = ServingConfig(**{**config.__dict__, "top_n": LIST_LEN, "exclude_unavailable": False})
     recommender = Recommender(profile, retrieval_params, ranking_params, tables=tables, cooc=cooc, corpus=corpus,
                               available=np.ones_like(corpus), config=config, sessions=sessions, strategy=strategy)
@@ -271,7 +268,8 @@ def evaluate_split(tables: SequenceTables, profile, retrieval_params, ranking_pa
         history = history_batch(tables, part.history, part.visitorid, np.arange(len(part)))
         bought = bought_in_history(part.history.item, part.history.action, config.max_bought)
         shipped = recommender.recommend(history, part.history.item, part.history.action, bought, top_n=LIST_LEN)
-        served, _ = fill_from_fallback(shipped.item_idx, fallback.astype(np.int32), bought, LIST_LEN)
+        served, _ = fill_from_fallback(shipped.item_idx, fallback.astype(np.int32),
+                                       bought if config.exclude_bought else np.zeros_like(bought), LIST_LEN)
         results += list_rows("shipped", section, served, part)
         # Without purchases in the histories the rules remove nothing: the same lists (saves a pass).
         bare = (shipped if not bought.any() else

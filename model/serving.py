@@ -110,6 +110,22 @@ def bought_in_history(history_idx: np.ndarray, history_action: np.ndarray, max_b
     return np.pad(out, ((0, 0), (0, max(0, max_bought - out.shape[1])))).astype(np.int32)
 
 
+def purchases_only(tables, split: str = "train") -> bool:
+    """True when every step of the split is a transaction (H&M-style data)."""
+    from model.batch import TRANSACTION
+
+    window = tables.split(split).window
+    actions = window.action[window.item > 0]
+    return bool(len(actions)) and bool((actions == TRANSACTION).all())
+
+
+def resolve_exclude_bought(exclude_bought: bool | None, tables) -> bool:
+    """The "never re-show bought items" rule: as given, or by default on, except on purchase-only
+    data (H&M), where buying again is the behaviour to predict and the rule would remove every
+    candidate from the customer's own history."""
+    return (not purchases_only(tables)) if exclude_bought is None else bool(exclude_bought)
+
+
 class Recommender:
     """Both models' parameters, the co-occurrence index, the item corpus and the rules.
 

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cooc-k", type=int, default=S, help="candidates from item co-occurrence")
     p.add_argument("--session-k", type=int, default=S, help="candidates from similar sessions")
     p.add_argument("--exclude-unavailable", action=FLAG, default=S, help="never recommend unavailable items")
-    p.add_argument("--exclude-bought", action=FLAG, default=S, help="never recommend items the customer bought")
+    p.add_argument("--exclude-bought", action=FLAG, default=S,
+                   help="never recommend items the customer bought (default: on, except on purchase-only data such as H&M, where buying again is what to predict)")
     p.add_argument("--trending-days", type=float, default=S, help="window of the popularity fallback")
     p.add_argument("--keep-runs", type=int, default=S, help="published runs kept in the warehouse")
     _add_shards(p, workers=True)

@@ -202,13 +202,13 @@ def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | P
                 top_n: int = 20, action_weights: tuple[float, float, float] | None = None,
                 retrieve_k: int = CandidateConfig.retrieve_k, recent_k: int = CandidateConfig.recent_k,
                 cooc_k: int = CandidateConfig.cooc_k, session_k: int = CandidateConfig.session_k,
-                exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
+                exclude_unavailable: bool = True, exclude_bought: bool | None = None, trending_days: float = 7.0,
                 batch_size: int = 256, strategy: str = "model") -> Scorer:
     """Load the serving checkpoints, the sequence tables and the warehouse inputs (read-only);
     the co-occurrence and similar-session indexes are fitted on every split (all history)."""
     from model.data import SPLITS
     from model.ranking_task import fit_cooccurrence, fit_session_index
-    from model.serving import DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig
+    from model.serving import DEFAULT_ACTION_WEIGHTS, Recommender, ServingConfig, resolve_exclude_bought
     from model.tasks import corpus_mask, load_tables
 
     if top_n < 1:
@@ -216,6 +216,7 @@ def load_scorer(warehouse_dir: str | Path = "warehouse", checkpoint_dir: str | P
     profile, retrieval_params, ranking_params, model_version = load_serving_models(checkpoint_dir)
     tables = load_tables(warehouse_dir, profile, refit=True)
     inputs = warehouse_inputs(warehouse_dir, tables, trending_days)
+    exclude_bought = resolve_exclude_bought(exclude_bought, tables)
     config = ServingConfig(retrieve_k=retrieve_k, recent_k=recent_k, cooc_k=cooc_k, session_k=session_k, top_n=top_n,
                            action_weights=tuple(action_weights or DEFAULT_ACTION_WEIGHTS),
                            exclude_unavailable=exclude_unavailable, exclude_bought=exclude_bought,
@@ -240,7 +241,7 @@ def score_all_customers(warehouse_dir: str | Path = "warehouse", checkpoint_dir:
                         top_n: int = 20, action_weights: tuple[float, float, float] | None = None,
                         retrieve_k: int = CandidateConfig.retrieve_k, recent_k: int = CandidateConfig.recent_k,
                 cooc_k: int = CandidateConfig.cooc_k, session_k: int = CandidateConfig.session_k,
-                        exclude_unavailable: bool = True, exclude_bought: bool = True, trending_days: float = 7.0,
+                        exclude_unavailable: bool = True, exclude_bought: bool | None = None, trending_days: float = 7.0,
                         keep_runs: int = 3, chunk_rows: int = 65_536, batch_size: int = 256,
                         run_id: str | None = None, keep_model: bool = False, progress: bool = True) -> dict:
     """Score every customer and publish the run; returns the run summary (with the guard's

@@ -12,6 +12,7 @@ import pytest
 from flows.run import run
 from model.evaluation import MAP_K, average_precision, distinct_first
 from recs.publish import connect_with_retry
+from tests.trained_fixtures import tiny_warehouse  # noqa: F401
 
 TOP_N = 12
 
@@ -84,3 +85,25 @@ def test_recs_run_on_hm_writes_map12_beside_the_repurchase_popular_baseline(hm_r
     aucs = dict(_query(warehouse, "SELECT metric, value FROM eval_metrics WHERE run_id = ? AND section = 'ranking' "
                                   "AND model = 'ranker' AND split = 'test'", [result["evaluation"]["run_id"]]))
     assert 0.0 <= aucs["auc_transaction"] <= 1.0 and np.isnan(aucs["auc_addtocart"])
+
+
+def test_purchase_only_data_lists_may_repeat_purchases(hm_run):
+    """On H&M buying again is the behaviour to predict, so "never re-show bought items" is off by
+    default there: some published lists hold items their customer bought (none would with the rule)."""
+    _, _, warehouse = hm_run
+    [(repeats,)] = _query(warehouse, """
+        SELECT count(*) FROM latest_recommendations r
+        JOIN (SELECT DISTINCT visitorid, itemid FROM events WHERE event = 'transaction') b
+          ON b.visitorid = r.customer_id AND b.itemid = r.item_id""")
+    assert repeats > 0
+
+
+def test_the_bought_rule_defaults_on_except_for_purchase_only_data(hm_run, tiny_warehouse):
+    from model.serving import resolve_exclude_bought
+    from model.tasks import get_profile, load_tables
+
+    _, _, hm_warehouse = hm_run
+    hm = load_tables(hm_warehouse, get_profile("tiny"))
+    retail_rocket = load_tables(tiny_warehouse.warehouse_dir, get_profile("tiny"))
+    assert resolve_exclude_bought(None, hm) is False and resolve_exclude_bought(None, retail_rocket) is True
+    assert resolve_exclude_bought(True, hm) is True and resolve_exclude_bought(False, retail_rocket) is False
