@@ -210,10 +210,10 @@ def iter_line_blocks(path: Path, block_bytes: int | None = None) -> Iterator[byt
         raise ValueError(f"{path}: unreadable ({exc})") from exc
 
 
-def _event_bodies(path: Path) -> Iterator[bytes]:
-    """The data lines of events.csv in blocks (header cut off; trailing blank lines cut from the
+def data_line_blocks(path: Path, block_bytes: int | None = None) -> Iterator[bytes]:
+    """The data lines of a CSV file in blocks (header cut off; trailing blank lines cut from the
     last block, as split_lines does)."""
-    blocks = iter_line_blocks(path)
+    blocks = iter_line_blocks(path, block_bytes)
     first = next(blocks, b"")
     current = first[first.find(b"\n") + 1:] if b"\n" in first else b""
     for block in blocks:
@@ -276,7 +276,7 @@ class PlainEventRows:
         # An exception raised in here would surface as a DuckDB error about the scan, so an
         # unreadable file ends the stream and is reported by the caller instead.
         try:
-            for body in _event_bodies(self.path):
+            for body in data_line_blocks(self.path):
                 table = parse_plain_block(body, self.n_rows + 2)  # line 1 is the header
                 if table is None:
                     self.plain = False

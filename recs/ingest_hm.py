@@ -179,22 +179,13 @@ class HmRows:
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(HM_ROWS_SCHEMA, self._batches())
 
-    def _bodies(self) -> Iterator[bytes]:
-        from recs.ingest import _end_of_content, iter_line_blocks
-
-        blocks = iter_line_blocks(self.path, self.block_bytes)
-        first = next(blocks, b"")
-        current = first[first.find(b"\n") + 1:] if b"\n" in first else b""
-        for block in blocks:
-            yield current
-            current = block
-        yield current[:_end_of_content(current)]
-
     def _batches(self) -> Iterator[pa.RecordBatch]:
+        from recs.ingest import data_line_blocks
+
         # An exception raised in here would surface as a DuckDB error about the scan, so an
         # unreadable file ends the stream and is reported by the caller instead.
         try:
-            for body in self._bodies():
+            for body in data_line_blocks(self.path, self.block_bytes):
                 if not body:
                     continue
                 table = parse_hm_block(body, self.n_rows + 2, self.keys)  # line 1 is the header
