@@ -118,6 +118,7 @@ def score_shard(warehouse_dir: str | Path, checkpoint_dir: str | Path, *, run_id
     """Score shard `shard` of `shards` into the run's staging directory; returns its marker's
     content (counts, model_version, seconds, pid). scorer_params: load_scorer's keywords."""
     from model.data import serving_histories
+    from recs.scoring import listed_without_events
 
     started = time.perf_counter()
     _injected_fault(shard, "start")
@@ -139,8 +140,15 @@ def score_shard(warehouse_dir: str | Path, checkpoint_dir: str | Path, *, run_id
         n_fallback += chunk_fallback
         n_rows += table.num_rows
         _injected_fault(shard, "written")
-    result = {"shard": shard, "customer_range": [lo, hi], "n_customers": n, "n_fallback": n_fallback,
-              "n_rows": n_rows, "files": files, "model_version": scorer.model_version,
+    n_listed = 0
+    if shard == shards - 1:  # as in-process: customers the data lists without any event get the fallback
+        listed = listed_without_events(warehouse_dir, scorer.tables)
+        if len(listed):
+            table = scorer.fallback_rows(listed, run_id, stamp)
+            files.append(write_shard(table, warehouse_dir, run_id, f"{shard:05d}-{len(files):05d}").name)
+            n_listed, n_fallback, n_rows = len(listed), n_fallback + len(listed), n_rows + table.num_rows
+    result = {"shard": shard, "customer_range": [lo, hi], "n_customers": n, "n_listed": n_listed,
+              "n_fallback": n_fallback, "n_rows": n_rows, "files": files, "model_version": scorer.model_version,
               "sequences_version": scorer.tables.root.name, "load_s": round(loaded - started, 3),
               "score_s": round(time.perf_counter() - loaded, 3), "pid": os.getpid()}
     marker = _marker(warehouse_dir, run_id, shard)
@@ -177,7 +185,7 @@ def publish_shards(warehouse_dir: str | Path, plan: dict, shards: int, top_n: in
     each shard's customers, rows, load and scoring seconds and worker pid)."""
     run_id = plan["run_id"]
     results = check_shards(warehouse_dir, run_id, shards, plan["n_customers"])
-    n = sum(r["n_customers"] for r in results)
+    n = sum(r["n_customers"] + r["n_listed"] for r in results)
     duration = time.time() - plan["started"]  # wall time from the plan, the cluster's start included
     summary = {"run_id": run_id, "generated_at": datetime.fromisoformat(plan["generated_at"]),
                "model_version": results[0]["model_version"], "n_customers": n,

@@ -107,3 +107,16 @@ def test_the_bought_rule_defaults_on_except_for_purchase_only_data(hm_run, tiny_
     retail_rocket = load_tables(tiny_warehouse.warehouse_dir, get_profile("tiny"))
     assert resolve_exclude_bought(None, hm) is False and resolve_exclude_bought(None, retail_rocket) is True
     assert resolve_exclude_bought(True, hm) is True and resolve_exclude_bought(False, retail_rocket) is False
+
+
+def test_sharded_scoring_also_lists_customers_without_events(hm_run):
+    """Sharded scoring publishes the in-process run's customers: those customers.csv lists without
+    a transaction get the popularity fallback there too."""
+    from flows.score_all import score_all
+
+    result, _, warehouse = hm_run
+    in_process = set(_query(warehouse, "SELECT DISTINCT customer_id FROM latest_recommendations"))
+    summary = score_all(warehouse_dir=str(warehouse), checkpoint_dir=str(warehouse.parent / "checkpoints"),
+                        top_n=TOP_N, shards=2, dask_workers=1)
+    assert summary["n_customers"] == result["scoring"]["n_customers"]
+    assert set(_query(warehouse, "SELECT DISTINCT customer_id FROM latest_recommendations")) == in_process
